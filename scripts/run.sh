@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one door to the project's tasks: puts Node 24 first on PATH, installs node_modules when the
+# lockfile changed, then runs the task. npm scripts call it so a fresh clone needs only `npm <task>`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+node=$(bash scripts/node24.sh)
+export PATH="$(dirname "$node"):$root/node_modules/.bin:$PATH"
+
+stamp=node_modules/.lock-stamp
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  # `npm install` rather than `npm ci`: vite names a Windows-only optional dependency that this
+  # registry does not serve, which npm ci treats as a lockfile mismatch. The lockfile is still obeyed.
+  npm install --no-audit --no-fund --loglevel=error >&2
+  cp package-lock.json "$stamp"
+fi
+
+task=${1:?usage: scripts/run.sh test|check|build|demo|bench}; shift
+case "$task" in
+  check)
+    biome check .
+    tsc -p tsconfig.json
+    ;;
+  test)
+    biome check .
+    tsc -p tsconfig.json
+    vitest run "$@"
+    ;;
+  build) node scripts/build.ts "$@" ;;
+  demo) bash scripts/demo.sh "$@" ;;
+  bench) node scripts/bench.ts "$@" ;;
+  *) echo "unknown task: $task" >&2; exit 2 ;;
+esac
