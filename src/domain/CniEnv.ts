@@ -1,0 +1,115 @@
+/**
+ * The CNI environment of one call (CNI_COMMAND, CNI_CONTAINERID, ...), validated per the CNI spec's
+ * character rules before anything runs, so that no malformed id ever reaches a rule comment, a
+ * state path or a delegate (code 4 otherwise).
+ */
+import { InvalidEnvironment, type Issue } from "./Errors.ts"
+
+export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const
+export type Command = (typeof COMMANDS)[number]
+
+export interface CniEnv {
+  readonly command: Command
+  readonly containerId: string
+  readonly netns: string
+  readonly ifname: string
+  /** CNI_ARGS as key → value. */
+  readonly args: Readonly<Record<string, string>>
+  readonly rawArgs: string
+  readonly path: ReadonlyArray<string>
+  readonly podNamespace: string | undefined
+  readonly podName: string | undefined
+}
+
+/** CNI spec: container ids are alphanumerics plus `_ . -`, starting with an alphanumeric. */
+export const isContainerId = (s: string): boolean =>
+  /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(s) && s.length <= 1024
+
+/** CNI spec: at most 15 bytes, not `.`/`..`, no `/`, `:` or whitespace. */
+export const isIfname = (s: string): boolean =>
+  s.length > 0 && new TextEncoder().encode(s).length <= 15 && s !== "." && s !== ".." && !/[/:\s]/.test(s)
+
+const isDnsLabel = (s: string) => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
+const isDnsSubdomain = (s: string) => s.length <= 253 && s.split(".").every(isDnsLabel)
+
+const parseArgs = (raw: string, issues: Array<Issue>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  if (raw === "") return out
+  for (const pair of raw.split(";")) {
+    const eq = pair.indexOf("=")
+    if (eq <= 0) {
+      issues.push({
+        path: "CNI_ARGS",
+        message: `expected KEY=VALUE pairs separated by ';', got ${JSON.stringify(pair.slice(0, 64))}`
+      })
+      continue
+    }
+    out[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  return out
+}
+
+/** Validates the variables a verb needs; VERSION needs none beyond CNI_COMMAND. */
+export const decodeEnv = (
+  env: Readonly<Record<string, string | undefined>>
+): { env: CniEnv } | { error: InvalidEnvironment } => {
+  const issues: Array<Issue> = []
+  const command = env.CNI_COMMAND ?? ""
+  if (!(COMMANDS as ReadonlyArray<string>).includes(command)) {
+    issues.push({
+      path: "CNI_COMMAND",
+      message: `expected one of ${COMMANDS.join(", ")}, got ${JSON.stringify(command.slice(0, 32))}`
+    })
+  }
+  const perAttachment = command === "ADD" || command === "DEL" || command === "CHECK"
+  const containerId = env.CNI_CONTAINERID ?? ""
+  const ifname = env.CNI_IFNAME ?? ""
+  const netns = env.CNI_NETNS ?? ""
+  if (perAttachment) {
+    if (!isContainerId(containerId))
+      issues.push({
+        path: "CNI_CONTAINERID",
+        message: "must be alphanumerics plus _ . -, starting with an alphanumeric"
+      })
+    if (!isIfname(ifname))
+      issues.push({
+        path: "CNI_IFNAME",
+        message: "must be 1-15 bytes without / : or whitespace, not . or .."
+      })
+    // DEL may come after the netns is gone (CNI spec: "may be omitted"); ADD and CHECK need it.
+    if (command !== "DEL" && netns === "") issues.push({ path: "CNI_NETNS", message: "is required" })
+  }
+  if (command !== "VERSION" && command !== "" && (env.CNI_PATH ?? "") === "") {
+    issues.push({ path: "CNI_PATH", message: "is required" })
+  }
+  const rawArgs = env.CNI_ARGS ?? ""
+  const args = parseArgs(rawArgs, issues)
+  const podNamespace = args.K8S_POD_NAMESPACE
+  const podName = args.K8S_POD_NAME
+  if (podNamespace !== undefined && !isDnsLabel(podNamespace))
+    issues.push({ path: "CNI_ARGS.K8S_POD_NAMESPACE", message: "must be a Kubernetes namespace name" })
+  if (podName !== undefined && !isDnsSubdomain(podName))
+    issues.push({ path: "CNI_ARGS.K8S_POD_NAME", message: "must be a Kubernetes object name" })
+
+  if (issues.length > 0) {
+    return {
+      error: new InvalidEnvironment({
+        msg: `invalid CNI environment: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}`,
+        issues
+      })
+    }
+  }
+  return {
+    env: {
+      command: command as Command,
+      containerId,
+      netns,
+      ifname,
+      args,
+      rawArgs,
+      path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
+      podNamespace,
+      podName
+    }
+  }
+}

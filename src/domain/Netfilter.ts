@@ -1,0 +1,21 @@
+/**
+ * The host's packet-marking entries, in one backend at a time (iptables or nftables). The service
+ * only reads and applies; the planner (Entries.ts) decides. Callers hold NodeLock around every
+ * read-then-apply.
+ */
+import { Context, type Effect } from "effect"
+import type { Backend } from "./Config.ts"
+import type { Changes, MarkEntry } from "./Entries.ts"
+import type { NetfilterFailed } from "./Errors.ts"
+
+export class Netfilter extends Context.Service<
+  Netfilter,
+  {
+    /** Whether the backend's tooling works on this node (drives `auto` and STATUS). */
+    readonly usable: (backend: Backend) => Effect.Effect<boolean>
+    /** Every entry this plugin manages in the backend; empty when the backend has none or is absent. */
+    readonly list: (backend: Backend) => Effect.Effect<ReadonlyArray<MarkEntry>, NetfilterFailed>
+    /** Removals then additions, at most one kernel transaction per family, none when empty. */
+    readonly apply: (backend: Backend, changes: Changes) => Effect.Effect<void, NetfilterFailed>
+  }
+>()("tenant-routing/Netfilter") {}

@@ -1,0 +1,57 @@
+/**
+ * Tenants and how annotation values name them (PRODUCT.md §3).
+ *
+ * A value is a tenant name or a mark literal equal to one tenant's mark. Values are trimmed and
+ * refused beyond 64 characters before anything else looks at them, so a hostile annotation can only
+ * ever produce a TenantRejected error quoting a bounded, JSON-escaped excerpt.
+ */
+import { TenantRejected } from "./Errors.ts"
+import { formatMark, parseMarkLiteral } from "./Mark.ts"
+
+export interface Tenant {
+  readonly name: string
+  readonly mark: number
+}
+
+export const MAX_VALUE_LENGTH = 64
+
+export const DEFAULT_TENANTS: ReadonlyArray<Tenant> = [
+  { name: "tenant-a", mark: 0x10 },
+  { name: "tenant-b", mark: 0x20 }
+]
+
+/** RFC 1123 label, as Kubernetes namespaces are: tenant names must be one. */
+export const isDnsLabel = (s: string): boolean => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
+
+const describeKnown = (tenants: ReadonlyArray<Tenant>): ReadonlyArray<string> =>
+  tenants.map((t) => `${t.name} (${formatMark(t.mark)})`)
+
+const quote = (s: string): string =>
+  JSON.stringify(s.length > MAX_VALUE_LENGTH ? `${s.slice(0, MAX_VALUE_LENGTH)}…` : s)
+
+/** The tenant a value names, or a TenantRejected naming the known tenants. */
+export const tenantOf = (
+  tenants: ReadonlyArray<Tenant>,
+  raw: string,
+  where: string
+): { readonly tenant: Tenant } | { readonly error: TenantRejected } => {
+  const value = raw.trim()
+  const known = describeKnown(tenants)
+  if (value.length > MAX_VALUE_LENGTH) {
+    return {
+      error: new TenantRejected({
+        msg: `${where}: value longer than ${MAX_VALUE_LENGTH} characters: ${quote(value)}`,
+        known
+      })
+    }
+  }
+  const mark = parseMarkLiteral(value)
+  const tenant = tenants.find((t) => (mark === undefined ? t.name === value : t.mark === mark))
+  if (tenant !== undefined) return { tenant }
+  return {
+    error: new TenantRejected({
+      msg: `${where}: unknown tenant ${quote(value)}; known tenants: ${known.join(", ")}`,
+      known
+    })
+  }
+}

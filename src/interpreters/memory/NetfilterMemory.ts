@@ -1,0 +1,85 @@
+/**
+ * A model of the kernel's marking entries for both backends, for property tests: entries are data,
+ * each `apply` of a family is one counted transaction that either happens whole or not at all (as
+ * iptables-restore and nft -f do), and a backend can be made unusable.
+ */
+import { Effect, Layer } from "effect"
+import type { Backend } from "../../domain/Config.ts"
+import { byFamily, type MarkEntry, sameEntry } from "../../domain/Entries.ts"
+import { NetfilterFailed } from "../../domain/Errors.ts"
+import { Netfilter } from "../../domain/Netfilter.ts"
+import type { FaultPlan } from "./Faults.ts"
+
+export class Kernel {
+  readonly entries: Record<Backend, Array<MarkEntry>> = { iptables: [], nftables: [] }
+  readonly usable: Record<Backend, boolean> = { iptables: true, nftables: true }
+  /** Transactions per backend and family, to check "at most one per family per call". */
+  readonly transactions: Array<{ backend: Backend; family: 4 | 6 }> = []
+
+  snapshot(): Record<Backend, ReadonlyArray<MarkEntry>> {
+    const sort = (l: ReadonlyArray<MarkEntry>) =>
+      [...l].sort((a, b) => `${a.ip}|${a.owner}|${a.mark}`.localeCompare(`${b.ip}|${b.owner}|${b.mark}`))
+    return { iptables: sort(this.entries.iptables), nftables: sort(this.entries.nftables) }
+  }
+}
+
+export const NetfilterMemory = {
+  layer: (kernel: Kernel, faults: FaultPlan): Layer.Layer<Netfilter> =>
+    Layer.succeed(
+      Netfilter,
+      Netfilter.of({
+        usable: (b) => Effect.sync(() => kernel.usable[b]),
+        list: (b) =>
+          faults
+            .hit(
+              "netfilter.list",
+              () => new NetfilterFailed({ msg: `${b}: listing failed (injected)`, removal: true })
+            )
+            .pipe(Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : [])))),
+        apply: (b, changes) =>
+          Effect.forEach(
+            byFamily(changes),
+            ([family, c]) =>
+              faults
+                .hit(
+                  "netfilter.apply",
+                  () =>
+                    new NetfilterFailed({
+                      msg: `${b}: transaction failed (injected)`,
+                      removal: c.add.length === 0
+                    })
+                )
+                .pipe(
+                  Effect.andThen(
+                    Effect.suspend(() => {
+                      if (!kernel.usable[b]) {
+                        return Effect.fail(
+                          new NetfilterFailed({ msg: `${b} is not usable`, removal: c.add.length === 0 })
+                        )
+                      }
+                      // Like the kernel: deleting an absent entry fails the whole transaction.
+                      const list = kernel.entries[b]
+                      for (const r of c.remove) {
+                        if (!list.some((e) => sameEntry(e, r))) {
+                          return Effect.fail(
+                            new NetfilterFailed({
+                              msg: `${b}: no such entry ${r.ip} ${r.owner}`,
+                              removal: true
+                            })
+                          )
+                        }
+                      }
+                      kernel.entries[b] = [
+                        ...list.filter((e) => !c.remove.some((r) => sameEntry(e, r))),
+                        ...c.add
+                      ]
+                      kernel.transactions.push({ backend: b, family })
+                      return Effect.void
+                    })
+                  )
+                ),
+            { discard: true }
+          )
+      })
+    )
+}

@@ -1,0 +1,98 @@
+/**
+ * ADD (PRODUCT.md §5): run the delegate (or read prevResult in chained mode) while resolving the
+ * tenant, install the pod's marks and its record, print the result in the config's version.
+ *
+ * A running delegate is never interrupted: the resolution is reduced to a value first, so a failure
+ * there waits for the delegate, whose ADD is then undone by its DEL. Any failure after the delegate
+ * succeeded removes what this call installed, runs the delegate DEL, and returns the error.
+ */
+import { Effect, Result, Schema } from "effect"
+import type { AnnotationSource } from "../domain/AnnotationSource.ts"
+import { CniResult, convertResult, podIps } from "../domain/CniResult.ts"
+import { type CniFailure, DelegateFailed, InvalidConfig, type TryAgainLater } from "../domain/Errors.ts"
+import { formatMark } from "../domain/Mark.ts"
+import { ownerTag } from "../domain/Owner.ts"
+import type { Tenant } from "../domain/Tenant.ts"
+import { activeBackend, attachmentOf, type Call, type Outcome } from "./Call.ts"
+import { attach } from "./datapath.ts"
+import { delegateAdd, delegateDel, negotiate } from "./delegation.ts"
+import { connectApi, resolveForCall } from "./resolve.ts"
+
+/** The failures failurePolicy open lets a pod start untagged through (API unavailable or slow). */
+const coveredByOpen = (e: { readonly _tag: string }): e is TryAgainLater => e._tag === "TryAgainLater"
+
+/** The delegate's result (wrapper mode) or prevResult (chained mode), with how to undo it. */
+const obtainResult = (call: Call) =>
+  Effect.gen(function* () {
+    const { config } = call
+    if (config.delegate === undefined) {
+      if (config.prevResult === undefined) {
+        return yield* new InvalidConfig({
+          msg: "invalid network config: chained mode (no delegate) needs prevResult",
+          issues: [{ path: "prevResult", message: "required when no delegate is configured" }]
+        })
+      }
+      return { result: config.prevResult, undo: Effect.void }
+    }
+    const version = yield* negotiate(call)
+    const out = yield* delegateAdd(call, version).pipe(Effect.uninterruptible)
+    const undo = (result: CniResult | undefined) =>
+      delegateDel(call, version, result).pipe(
+        Effect.catch((e) => Effect.logError("delegate DEL after a failed ADD failed", { error: e.msg })),
+        Effect.uninterruptible
+      )
+    const decoded = Schema.decodeUnknownResult(CniResult)(out)
+    if (Result.isFailure(decoded)) {
+      yield* undo(undefined)
+      return yield* new DelegateFailed({ msg: `${config.delegate.type}: ADD printed no valid CNI result` })
+    }
+    return { result: decoded.success, undo: undo(decoded.success) }
+  })
+
+export const cmdAdd = Effect.fn("cmdAdd")(function* (call: Call) {
+  const { config } = call
+  const a = attachmentOf(call)
+  const open = config.failurePolicy === "open"
+
+  const connected = yield* connectApi(call).pipe(
+    Effect.result,
+    Effect.flatMap((r) =>
+      Result.isFailure(r) && !(open && coveredByOpen(r.failure)) ? Effect.fail(r.failure) : Effect.succeed(r)
+    )
+  )
+  const resolution: Effect.Effect<Tenant | null, CniFailure, AnnotationSource> = Result.isFailure(connected)
+    ? Effect.fail(connected.failure)
+    : resolveForCall(call, connected.success)
+
+  const [obtained, resolved] = yield* Effect.all([obtainResult(call), Effect.result(resolution)], {
+    concurrency: 2
+  })
+
+  const afterDelegate = Effect.gen(function* () {
+    let tenant: Tenant | null = null
+    if (Result.isFailure(resolved)) {
+      const e = resolved.failure
+      if (!(open && coveredByOpen(e))) return yield* e
+      yield* Effect.logWarning(
+        "tenant unknown (API unavailable); failurePolicy open: the pod starts untagged",
+        { error: e.msg }
+      )
+    } else tenant = resolved.success
+    const ips = podIps(obtained.result)
+    const backend = yield* activeBackend(config)
+    const attached = yield* attach(config, a, ips, tenant, backend, open)
+    return { ips, backend, tenant: attached.tenant }
+  })
+  const done = yield* afterDelegate.pipe(Effect.onError(() => obtained.undo))
+
+  return {
+    output: convertResult(obtained.result, config.cniVersion),
+    log: {
+      owner: ownerTag(a),
+      tenant: done.tenant?.name ?? null,
+      mark: done.tenant === null ? null : formatMark(done.tenant.mark),
+      ips: done.ips,
+      backend: done.backend
+    }
+  } satisfies Outcome
+})

@@ -1,0 +1,48 @@
+/**
+ * CHECK (PRODUCT.md §5): the delegate's own CHECK, then the state record against the kernel, without
+ * the Kubernetes API — a changed annotation takes effect at the next pod start, not here.
+ */
+import { Effect } from "effect"
+import { AttachmentStore } from "../domain/AttachmentStore.ts"
+import { findDrift } from "../domain/Check.ts"
+import { podIps } from "../domain/CniResult.ts"
+import { compareVersions } from "../domain/CniVersion.ts"
+import { Drift, IncompatibleVersion, InvalidConfig } from "../domain/Errors.ts"
+import { NodeLock } from "../domain/NodeLock.ts"
+import { ownerTag } from "../domain/Owner.ts"
+import { attachmentOf, type Call, type Outcome } from "./Call.ts"
+import { listAll } from "./datapath.ts"
+import { delegateCheck, negotiate } from "./delegation.ts"
+
+export const cmdCheck = Effect.fn("cmdCheck")(function* (call: Call) {
+  const { config } = call
+  if (compareVersions(config.cniVersion, "0.4.0") < 0) {
+    return yield* new IncompatibleVersion({
+      msg: `CHECK needs cniVersion 0.4.0 or later, the config says ${config.cniVersion}`
+    })
+  }
+  const prev = config.prevResult
+  if (prev === undefined) {
+    return yield* new InvalidConfig({
+      msg: "invalid network config: CHECK needs prevResult",
+      issues: [{ path: "prevResult", message: "required for CHECK" }]
+    })
+  }
+  if (config.delegate !== undefined) {
+    const version = yield* negotiate(call)
+    yield* delegateCheck(call, version, prev)
+  }
+  const a = attachmentOf(call)
+  const tag = ownerTag(a)
+  const store = yield* AttachmentStore
+  const lock = yield* NodeLock
+  const [record, entries] = yield* lock.withLock(Effect.all([store.read(config.stateDir, a), listAll()]))
+  const differences = findDrift(record, tag, podIps(prev), entries)
+  if (differences.length > 0) {
+    return yield* new Drift({
+      msg: `tenant marks drifted for ${tag}: ${differences.join("; ")}`,
+      differences
+    })
+  }
+  return { output: undefined, log: { owner: tag, tenant: record?.tenant ?? null } } satisfies Outcome
+})

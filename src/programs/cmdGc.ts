@@ -1,0 +1,36 @@
+/**
+ * GC (CNI 1.1): remove every entry and record of this network whose attachment is not in
+ * `cni.dev/valid-attachments`, in both backends; other networks are never touched. Then the
+ * delegate's GC, when it speaks 1.1.0.
+ */
+import { Effect } from "effect"
+import { compareVersions } from "../domain/CniVersion.ts"
+import { VALID_ATTACHMENTS_KEY } from "../domain/Config.ts"
+import { IncompatibleVersion, InvalidConfig } from "../domain/Errors.ts"
+import type { Call, Outcome } from "./Call.ts"
+import { collect } from "./datapath.ts"
+import { delegateGc, delegateSpeaks11 } from "./delegation.ts"
+
+export const cmdGc = Effect.fn("cmdGc")(function* (call: Call) {
+  const { config } = call
+  if (compareVersions(config.cniVersion, "1.1.0") < 0) {
+    return yield* new IncompatibleVersion({
+      msg: `GC needs cniVersion 1.1.0, the config says ${config.cniVersion}`
+    })
+  }
+  const valid = config.validAttachments
+  if (valid === undefined) {
+    return yield* new InvalidConfig({
+      msg: `invalid network config: GC needs ${VALID_ATTACHMENTS_KEY}`,
+      issues: [{ path: VALID_ATTACHMENTS_KEY, message: "required for GC" }]
+    })
+  }
+  const removed = yield* collect(config, new Set(valid.map((v) => `${v.containerId}/${v.ifname}`)))
+  if (yield* delegateSpeaks11(call)) {
+    yield* delegateGc(call, { [VALID_ATTACHMENTS_KEY]: call.raw[VALID_ATTACHMENTS_KEY] })
+  }
+  return {
+    output: undefined,
+    log: { removedEntries: removed.entries, removedRecords: removed.records }
+  } satisfies Outcome
+})

@@ -1,0 +1,10 @@
+/**
+ * VERSION: the versions we speak. Needs no config beyond cniVersion, and touches nothing.
+ */
+import { SUPPORTED_VERSIONS } from "../domain/CniVersion.ts"
+import type { Outcome } from "./Call.ts"
+
+export const cmdVersion = (cniVersion: string): Outcome => ({
+  output: { cniVersion, supportedVersions: [...SUPPORTED_VERSIONS] },
+  log: {}
+})

@@ -1,0 +1,161 @@
+/**
+ * Applying planned changes to both backends and the state records, under the node lock, with
+ * all-or-nothing semantics for ADD: every applied step registers its inverse, and a failure replays
+ * the inverses newest first, so the kernel and the records end exactly as they were.
+ */
+import { Effect } from "effect"
+import { makeRecord } from "../domain/AttachmentRecord.ts"
+import { AttachmentStore } from "../domain/AttachmentStore.ts"
+import type { BackendEntries } from "../domain/Check.ts"
+import type { Backend, PluginConfig } from "../domain/Config.ts"
+import {
+  BACKENDS,
+  type Changes,
+  desiredEntries,
+  invert,
+  isEmpty,
+  planAttach,
+  planDetach,
+  planRemoveOwners
+} from "../domain/Entries.ts"
+import type { NetfilterFailed, StateFailed } from "../domain/Errors.ts"
+import { Netfilter } from "../domain/Netfilter.ts"
+import { NodeLock } from "../domain/NodeLock.ts"
+import { type Attachment, ownerTag } from "../domain/Owner.ts"
+import type { Tenant } from "../domain/Tenant.ts"
+
+/** Every managed entry of both backends. */
+export const listAll = Effect.fn("listAll")(function* () {
+  const nf = yield* Netfilter
+  return yield* Effect.forEach(BACKENDS, (b) => Effect.map(nf.list(b), (list) => [b, list] as const))
+})
+
+/** Applies per-backend changes in order; on failure, undoes the ones already applied. */
+const applyAll = (plans: ReadonlyArray<readonly [Backend, Changes]>) =>
+  Effect.gen(function* () {
+    const nf = yield* Netfilter
+    const done: Array<readonly [Backend, Changes]> = []
+    const undo = Effect.forEach([...done].reverse(), ([b, c]) => nf.apply(b, invert(c)), { discard: true })
+    for (const [backend, changes] of plans) {
+      if (isEmpty(changes)) continue
+      yield* nf.apply(backend, changes).pipe(Effect.onError(() => Effect.ignore(Effect.suspend(() => undo))))
+      done.push([backend, changes])
+    }
+    return { undo: Effect.suspend(() => undo) }
+  })
+
+const attachPlans = (
+  current: BackendEntries,
+  tag: string,
+  ips: ReadonlyArray<string>,
+  tenant: Tenant | null,
+  mask: number,
+  active: Backend
+) => {
+  const desired = desiredEntries(tag, ips, tenant, mask)
+  // The inactive backend only loses entries, so it goes first: a failure there leaves nothing to undo.
+  return [...current]
+    .sort(([a]) => (a === active ? 1 : -1))
+    .map(([b, list]) => [b, planAttach(list, tag, ips, desired, b === active)] as const)
+}
+
+export interface Attached {
+  readonly tenant: Tenant | null
+  /** Undoes the entries and record this call installed (for a failure after ADD's last step). */
+  readonly undo: Effect.Effect<void, never, Netfilter | AttachmentStore>
+}
+
+/**
+ * ADD's datapath step: the attachment gets exactly its desired entries (removing stale ones of other
+ * owners on its IPs) and its record. `untaggedOnInstallFailure` is failurePolicy open: if installing
+ * the marks fails, the pod proceeds untagged, but stale entries must still go.
+ */
+export const attach = (
+  config: PluginConfig,
+  a: Attachment,
+  ips: ReadonlyArray<string>,
+  tenant: Tenant | null,
+  active: Backend,
+  untaggedOnInstallFailure: boolean
+): Effect.Effect<Attached, NetfilterFailed | StateFailed, Netfilter | NodeLock | AttachmentStore> =>
+  Effect.gen(function* () {
+    const lock = yield* NodeLock
+    const store = yield* AttachmentStore
+    const tag = ownerTag(a)
+    return yield* lock.withLock(
+      Effect.gen(function* () {
+        const before = yield* store.read(config.stateDir, a)
+        const current = yield* listAll()
+        let effective = tenant
+        const applied = yield* applyAll(attachPlans(current, tag, ips, tenant, config.markMask, active)).pipe(
+          Effect.catchTag("NetfilterFailed", (e) => {
+            if (!untaggedOnInstallFailure || tenant === null || e.removal) return Effect.fail(e)
+            effective = null
+            return Effect.logWarning(
+              "installing the tenant mark failed; failurePolicy open: the pod starts untagged",
+              {
+                error: e.msg
+              }
+            ).pipe(Effect.andThen(applyAll(attachPlans(current, tag, ips, null, config.markMask, active))))
+          })
+        )
+        const record = makeRecord(a, effective, config.markMask, ips, active)
+        yield* store
+          .write(config.stateDir, record)
+          .pipe(Effect.onError(() => applied.undo.pipe(Effect.ignore)))
+        const restoreRecord =
+          before === undefined ? store.remove(config.stateDir, a) : store.write(config.stateDir, before)
+        return {
+          tenant: effective,
+          undo: lock
+            .withLock(applied.undo.pipe(Effect.andThen(restoreRecord)))
+            .pipe(Effect.ignore, Effect.provideService(NodeLock, lock))
+        }
+      })
+    )
+  })
+
+/** DEL's datapath step: this attachment's entries in both backends, then its record. */
+export const detach = (config: PluginConfig, a: Attachment) =>
+  Effect.gen(function* () {
+    const lock = yield* NodeLock
+    const store = yield* AttachmentStore
+    const tag = ownerTag(a)
+    return yield* lock.withLock(
+      Effect.gen(function* () {
+        const current = yield* listAll()
+        const removed = current.reduce((n, [, list]) => n + planDetach(list, tag).remove.length, 0)
+        yield* applyAll(current.map(([b, list]) => [b, planDetach(list, tag)] as const))
+        yield* store.remove(config.stateDir, a)
+        return removed
+      })
+    )
+  })
+
+/** GC's datapath step: entries and records of this network whose attachment is not valid. */
+export const collect = (config: PluginConfig, valid: ReadonlySet<string>) =>
+  Effect.gen(function* () {
+    const lock = yield* NodeLock
+    const store = yield* AttachmentStore
+    return yield* lock.withLock(
+      Effect.gen(function* () {
+        const records = yield* store.list(config.stateDir, config.name)
+        const stale = records.filter((r) => !valid.has(`${r.containerId}/${r.ifname}`))
+        const current = yield* listAll()
+        const staleTags = new Set(stale.map((r) => r.tag))
+        // Entries whose plain tag names this network but have no record (a crash between the
+        // kernel change and the record write) are ours to judge too.
+        const prefix = `${config.name}/`
+        for (const [, list] of current) {
+          for (const e of list) {
+            if (!e.owner.startsWith(prefix)) continue
+            const [, containerId, ifname] = e.owner.split("/")
+            if (!valid.has(`${containerId}/${ifname}`)) staleTags.add(e.owner)
+          }
+        }
+        yield* applyAll(current.map(([b, list]) => [b, planRemoveOwners(list, staleTags)] as const))
+        yield* Effect.forEach(stale, (r) => store.remove(config.stateDir, r), { discard: true })
+        return { entries: staleTags.size, records: stale.length }
+      })
+    )
+  })

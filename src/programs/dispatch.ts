@@ -1,0 +1,139 @@
+/**
+ * One CNI call from bytes to bytes: decode the environment and stdin, run the verb, and turn its
+ * outcome or failure into what goes on stdout and the exit status. This is the only place failures
+ * are rendered (CniError.ts), so no verb can print twice or print something that is not CNI JSON.
+ * Every call logs exactly one line (verb, ids, tenant, mark, IPs, backend, duration, outcome, code).
+ */
+import { Cause, Clock, Effect, type Layer } from "effect"
+import type { AnnotationSource } from "../domain/AnnotationSource.ts"
+import type { AttachmentStore } from "../domain/AttachmentStore.ts"
+import type { Command } from "../domain/CniEnv.ts"
+import { toCniError, unexpectedError } from "../domain/CniError.ts"
+import type { PluginConfig } from "../domain/Config.ts"
+import type { Delegate } from "../domain/Delegate.ts"
+import type { CniFailure } from "../domain/Errors.ts"
+import { decodeInvocation } from "../domain/Invocation.ts"
+import type { Netfilter } from "../domain/Netfilter.ts"
+import type { NodeLock } from "../domain/NodeLock.ts"
+import type { Call, Outcome } from "./Call.ts"
+import { cmdAdd } from "./cmdAdd.ts"
+import { cmdCheck } from "./cmdCheck.ts"
+import { cmdDel } from "./cmdDel.ts"
+import { cmdGc } from "./cmdGc.ts"
+import { cmdStatus } from "./cmdStatus.ts"
+import { cmdVersion } from "./cmdVersion.ts"
+
+export type CniServices = Netfilter | NodeLock | AttachmentStore | Delegate | AnnotationSource
+
+export interface LogSettings {
+  readonly logFile: string | undefined
+  readonly logLevel: PluginConfig["logLevel"]
+  readonly logMaxBytes: number
+}
+
+export interface CniOutput {
+  /** The one JSON document for stdout, or undefined when the verb prints nothing. */
+  readonly stdout: string | undefined
+  readonly exitCode: number
+}
+
+const DEFAULT_LOG: LogSettings = { logFile: undefined, logLevel: "info", logMaxBytes: 10 * 1024 * 1024 }
+
+const verbs: Record<
+  Exclude<Command, "VERSION">,
+  (call: Call) => Effect.Effect<Outcome, CniFailure, CniServices>
+> = {
+  ADD: cmdAdd,
+  DEL: cmdDel,
+  CHECK: cmdCheck,
+  GC: cmdGc,
+  STATUS: cmdStatus
+}
+
+const print = (doc: unknown): string => JSON.stringify(doc)
+
+export const runCni = (
+  env: Readonly<Record<string, string | undefined>>,
+  stdin: Uint8Array,
+  logging: (settings: LogSettings) => Layer.Layer<never>
+): Effect.Effect<CniOutput, never, CniServices> =>
+  Effect.gen(function* () {
+    const started = yield* Clock.currentTimeMillis
+    const decoded = decodeInvocation(env, stdin)
+    const settings =
+      "invocation" in decoded && decoded.invocation._tag === "Call" ? decoded.invocation.config : DEFAULT_LOG
+    const verb = env.CNI_COMMAND ?? "?"
+    const cniVersion =
+      "invocation" in decoded
+        ? decoded.invocation._tag === "Call"
+          ? decoded.invocation.config.cniVersion
+          : decoded.invocation.cniVersion
+        : decoded.cniVersion
+
+    const run: Effect.Effect<{ output: CniOutput; log: Record<string, unknown> }, never, CniServices> =
+      Effect.gen(function* () {
+        if ("error" in decoded) {
+          const doc = toCniError(decoded.error, cniVersion)
+          return {
+            output: { stdout: print(doc), exitCode: 1 },
+            log: { outcome: "error", code: doc.code, error: doc.msg }
+          }
+        }
+        const inv = decoded.invocation
+        if (inv._tag === "Version") {
+          return {
+            output: { stdout: print(cmdVersion(inv.cniVersion).output), exitCode: 0 },
+            log: { outcome: "ok" }
+          }
+        }
+        const command = inv.env.command as Exclude<Command, "VERSION">
+        return yield* verbs[command](inv).pipe(
+          Effect.map((o) => ({
+            output: { stdout: o.output === undefined ? undefined : print(o.output), exitCode: 0 },
+            log: { ...o.log, outcome: "ok" }
+          })),
+          Effect.catch((e) => {
+            const doc = toCniError(e, cniVersion)
+            return Effect.succeed({
+              output: { stdout: print(doc), exitCode: 1 },
+              log: { outcome: "error", code: doc.code, error: doc.msg }
+            })
+          }),
+          Effect.catchCause((cause) => {
+            const doc = unexpectedError(cniVersion, Cause.pretty(cause).split("\n")[0] ?? "unknown")
+            return Effect.succeed({
+              output: { stdout: print(doc), exitCode: 1 },
+              log: { outcome: "error", code: doc.code, error: Cause.pretty(cause) }
+            })
+          })
+        )
+      })
+
+    const ids = {
+      verb,
+      containerId: env.CNI_CONTAINERID,
+      ifname: env.CNI_IFNAME,
+      pod: podOf(env.CNI_ARGS)
+    }
+    return yield* run.pipe(
+      Effect.tap(({ output, log }) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const line = { ...log, durationMs: now - started }
+          return output.exitCode === 0
+            ? Effect.logInfo(`${verb} ok`, line)
+            : Effect.logError(`${verb} failed`, line)
+        })
+      ),
+      Effect.map(({ output }) => output),
+      Effect.annotateLogs(ids),
+      Effect.provide(logging(settings))
+    )
+  })
+
+/** `namespace/name` from CNI_ARGS for the log line, without trusting its shape. */
+const podOf = (args: string | undefined): string | undefined => {
+  const get = (k: string) => args?.match(new RegExp(`(?:^|;)${k}=([^;]{0,253})`))?.[1]
+  const ns = get("K8S_POD_NAMESPACE")
+  const name = get("K8S_POD_NAME")
+  return ns === undefined || name === undefined ? undefined : `${ns}/${name}`
+}

@@ -1,0 +1,93 @@
+/**
+ * Reading the annotations a pod's tenant depends on, and mapping read failures to CNI codes per
+ * PRODUCT.md §3: pod read failures are "try again later" (11); namespace read failures are 11 too,
+ * except a 403 under `pinning: best-effort`, which means "no pinning" with a warning, and any failure
+ * under `pinning: strict`, which is NamespaceUnreadable (never covered by failurePolicy open).
+ */
+import { Effect } from "effect"
+import { type AnnotationReader, AnnotationSource, type Annotations } from "../domain/AnnotationSource.ts"
+import { NamespaceUnreadable, TryAgainLater } from "../domain/Errors.ts"
+import { resolveTenant } from "../domain/Resolution.ts"
+import type { Call } from "./Call.ts"
+
+/** Loads the kubeconfig, if one is configured; done before the delegate runs (PRODUCT.md §2). */
+export const connectApi = (call: Call) => {
+  const kubeconfig = call.config.kubeconfig
+  if (kubeconfig === undefined) return Effect.succeed(undefined)
+  return AnnotationSource.use((s) => s.connect(kubeconfig)).pipe(
+    Effect.catchTag(
+      "TryAgainLater",
+      (e): Effect.Effect<never, TryAgainLater | NamespaceUnreadable> =>
+        call.config.pinning === "strict"
+          ? Effect.fail(new NamespaceUnreadable({ msg: e.msg }))
+          : Effect.fail(e)
+    )
+  )
+}
+
+const deadline = <A, E>(call: Call, what: string, eff: Effect.Effect<A, E>) =>
+  eff.pipe(
+    Effect.timeoutOrElse({
+      duration: call.config.apiTimeoutMs,
+      orElse: () =>
+        Effect.fail(
+          new TryAgainLater({
+            msg: `${what}: no answer from the Kubernetes API within ${call.config.apiTimeoutMs}ms`
+          })
+        )
+    })
+  )
+
+const readPod = (
+  call: Call,
+  reader: AnnotationReader | undefined
+): Effect.Effect<Annotations | undefined, TryAgainLater> => {
+  if (call.config.podAnnotations !== undefined) return Effect.succeed(call.config.podAnnotations)
+  const { podNamespace, podName } = call.env
+  if (reader === undefined || podNamespace === undefined || podName === undefined)
+    return Effect.succeed(undefined)
+  const what = `reading pod ${podNamespace}/${podName}`
+  return deadline(
+    call,
+    what,
+    reader
+      .pod(podNamespace, podName)
+      .pipe(Effect.mapError((e) => new TryAgainLater({ msg: `${what}: ${e.msg}` })))
+  )
+}
+
+const readNamespace = (
+  call: Call,
+  reader: AnnotationReader | undefined
+): Effect.Effect<Annotations | undefined, TryAgainLater | NamespaceUnreadable> => {
+  const ns = call.env.podNamespace
+  if (reader === undefined || ns === undefined) return Effect.succeed(undefined)
+  const what = `reading namespace ${ns}`
+  const strict = call.config.pinning === "strict"
+  return deadline(call, what, reader.namespace(ns)).pipe(
+    Effect.catch((e): Effect.Effect<undefined, TryAgainLater | NamespaceUnreadable> => {
+      if (strict) return Effect.fail(new NamespaceUnreadable({ msg: `${what} (pinning: strict): ${e.msg}` }))
+      if (e._tag === "ApiForbidden") {
+        return Effect.logWarning(`${what} is forbidden; namespace pinning is off for this pod`, {
+          error: e.msg
+        }).pipe(Effect.as(undefined))
+      }
+      return Effect.fail(e._tag === "TryAgainLater" ? e : new TryAgainLater({ msg: `${what}: ${e.msg}` }))
+    })
+  )
+}
+
+/** The pod's tenant (null: not tenant-routed), reading pod and namespace concurrently. */
+export const resolveForCall = (call: Call, reader: AnnotationReader | undefined) =>
+  Effect.all([readPod(call, reader), readNamespace(call, reader)], { concurrency: 2 }).pipe(
+    Effect.flatMap(([pod, namespace]) => {
+      const r = resolveTenant({
+        tenants: call.config.tenants,
+        annotationKey: call.config.annotationKey,
+        pod,
+        namespace,
+        namespaceName: call.env.podNamespace
+      })
+      return "error" in r ? Effect.fail(r.error) : Effect.succeed(r.tenant)
+    })
+  )

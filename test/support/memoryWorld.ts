@@ -1,0 +1,102 @@
+/**
+ * A whole node and cluster in memory: kernel entries, state records, delegate leases, the cluster's
+ * annotations and a fault plan, with helpers to run real CNI calls (env + stdin bytes) through
+ * `runCni` against them and to snapshot everything a law compares.
+ */
+import { Effect, Layer, Logger } from "effect"
+import { AnnotationsMemory, Cluster } from "../../src/interpreters/memory/AnnotationsMemory.ts"
+import { AttachmentStoreMemory, Records } from "../../src/interpreters/memory/AttachmentStoreMemory.ts"
+import { DelegateMemory, Leases } from "../../src/interpreters/memory/DelegateMemory.ts"
+import { FaultPlan } from "../../src/interpreters/memory/Faults.ts"
+import { Kernel, NetfilterMemory } from "../../src/interpreters/memory/NetfilterMemory.ts"
+import { NodeLockMemory } from "../../src/interpreters/memory/NodeLockMemory.ts"
+import { type CniOutput, type CniServices, runCni } from "../../src/programs/dispatch.ts"
+
+export const silent = () => Logger.layer([])
+
+export interface WorldOptions {
+  readonly poolSize?: number
+  readonly dualStack?: boolean
+}
+
+export class World {
+  readonly kernel = new Kernel()
+  readonly records = new Records()
+  readonly leases: Leases
+  readonly cluster = new Cluster()
+  readonly faults = new FaultPlan()
+  private lock = Layer.fresh(NodeLockMemory.layer)
+  private built: Layer.Layer<CniServices> | undefined
+
+  constructor(options: WorldOptions = {}) {
+    this.leases = new Leases(options.poolSize ?? 16, options.dualStack ?? false)
+  }
+
+  layer(): Layer.Layer<CniServices> {
+    this.built ??= Layer.mergeAll(
+      NetfilterMemory.layer(this.kernel, this.faults),
+      AttachmentStoreMemory.layer(this.records, this.faults),
+      DelegateMemory.layer(this.leases, this.faults),
+      AnnotationsMemory.layer(this.cluster, this.faults),
+      this.lock
+    )
+    return this.built
+  }
+
+  /** Everything a law compares: entries of both backends, records, leases. */
+  snapshot() {
+    return {
+      entries: this.kernel.snapshot(),
+      records: this.records.snapshot(),
+      leases: this.leases.snapshot()
+    }
+  }
+
+  call(
+    env: Readonly<Record<string, string | undefined>>,
+    conf: unknown
+  ): Effect.Effect<CniOutput, never, CniServices> {
+    const stdin =
+      typeof conf === "string"
+        ? new TextEncoder().encode(conf)
+        : new TextEncoder().encode(JSON.stringify(conf))
+    return runCni(env, stdin, silent)
+  }
+
+  run(env: Readonly<Record<string, string | undefined>>, conf: unknown): Promise<CniOutput> {
+    return Effect.runPromise(this.call(env, conf).pipe(Effect.provide(this.layer())))
+  }
+}
+
+export interface PodRef {
+  readonly containerId: string
+  readonly ifname?: string
+  readonly namespace?: string
+  readonly name?: string
+}
+
+export const cniEnv = (command: string, pod: PodRef): Record<string, string> => ({
+  CNI_COMMAND: command,
+  CNI_CONTAINERID: pod.containerId,
+  CNI_IFNAME: pod.ifname ?? "eth0",
+  CNI_NETNS: `/var/run/netns/${pod.containerId}`,
+  CNI_PATH: "/opt/cni/bin",
+  CNI_ARGS:
+    pod.namespace === undefined
+      ? "IgnoreUnknown=1"
+      : `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name ?? pod.containerId}`
+})
+
+/** The original project's conflist entry, as libcni hands it to the first plugin. */
+export const originalConf = (overrides: Record<string, unknown> = {}): Record<string, unknown> => ({
+  cniVersion: "1.0.0",
+  name: "tenant-routing",
+  type: "tenant-routing-wrapper",
+  kubeconfig: "/etc/kubernetes/kubelet.conf",
+  annotationKey: "tenant.routing/fwmark",
+  delegate: { type: "ptp", ipam: { type: "host-local", subnet: "10.200.0.0/16" } },
+  ...overrides
+})
+
+export const parse = (out: CniOutput): unknown =>
+  out.stdout === undefined ? undefined : JSON.parse(out.stdout)
