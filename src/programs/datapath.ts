@@ -10,10 +10,10 @@ import type { BackendEntries } from "../domain/Check.ts"
 import type { Backend, PluginConfig } from "../domain/Config.ts"
 import {
   BACKENDS,
+  byFamily,
   type Changes,
   desiredEntries,
   invert,
-  isEmpty,
   planAttach,
   planDetach,
   planRemoveOwners
@@ -30,18 +30,24 @@ export const listAll = Effect.fn("listAll")(function* () {
   return yield* Effect.forEach(BACKENDS, (b) => Effect.map(nf.list(b), (list) => [b, list] as const))
 })
 
-/** Applies per-backend changes in order; on failure, undoes the ones already applied. */
+/**
+ * Applies per-backend changes in order, one family (one kernel transaction) at a time, and returns
+ * the undo of everything applied; on failure, what was already applied is undone first.
+ */
 const applyAll = (plans: ReadonlyArray<readonly [Backend, Changes]>) =>
   Effect.gen(function* () {
     const nf = yield* Netfilter
     const done: Array<readonly [Backend, Changes]> = []
-    const undo = Effect.forEach([...done].reverse(), ([b, c]) => nf.apply(b, invert(c)), { discard: true })
+    const undo = Effect.suspend(() =>
+      Effect.forEach([...done].reverse(), ([b, c]) => nf.apply(b, invert(c)), { discard: true })
+    )
     for (const [backend, changes] of plans) {
-      if (isEmpty(changes)) continue
-      yield* nf.apply(backend, changes).pipe(Effect.onError(() => Effect.ignore(Effect.suspend(() => undo))))
-      done.push([backend, changes])
+      for (const [, family] of byFamily(changes)) {
+        yield* nf.apply(backend, family).pipe(Effect.onError(() => Effect.ignore(undo)))
+        done.push([backend, family])
+      }
     }
-    return { undo: Effect.suspend(() => undo) }
+    return { undo }
   })
 
 const attachPlans = (

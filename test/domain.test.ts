@@ -1,0 +1,113 @@
+/**
+ * Pure domain: parsing, owner tags, mark rules — and that src/domain stays pure.
+ */
+import { readdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { describe, it } from "@effect/vitest"
+import * as fc from "fast-check"
+import { assert } from "vitest"
+import { decodeEnv } from "../src/domain/CniEnv.ts"
+import { canonicalIp, parseCidr, parseIp } from "../src/domain/Ip.ts"
+import { formatMark, parseMarkLiteral } from "../src/domain/Mark.ts"
+import { ownerTag } from "../src/domain/Owner.ts"
+
+describe("src/domain is pure", () => {
+  it("imports no Node module, no Kubernetes client, no platform package and no interpreter", () => {
+    const dir = join(import.meta.dirname, "../src/domain")
+    const offenders = readdirSync(dir)
+      .filter((f) => f.endsWith(".ts"))
+      .flatMap((f) =>
+        [...readFileSync(join(dir, f), "utf8").matchAll(/from\s+["']([^"']+)["']/g)]
+          .map((m) => m[1]!)
+          .filter((spec) => !(spec === "effect" || spec.startsWith("effect/") || spec.startsWith("./")))
+          .map((spec) => `${f}: ${spec}`)
+      )
+    assert.deepStrictEqual(offenders, [])
+  })
+})
+
+describe("IP addresses", () => {
+  it("canonical forms agree with the kernel's (RFC 5952)", () => {
+    assert.strictEqual(canonicalIp("2001:DB8:0:0:0:0:0:1"), "2001:db8::1")
+    assert.strictEqual(canonicalIp("fd00:0:0:1::"), "fd00:0:0:1::")
+    assert.strictEqual(canonicalIp("1:0:0:1:0:0:0:1"), "1:0:0:1::1")
+    assert.isUndefined(parseIp("10.0.0.256"))
+    assert.isUndefined(parseIp("1::2::3"))
+    assert.isUndefined(parseCidr("10.0.0.1/33"))
+  })
+
+  it("every IPv4 and IPv6 address parses, and its canonical form is a fixed point", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), (ip) => {
+        const c = parseIp(ip)
+        assert.isDefined(c)
+        assert.strictEqual(canonicalIp(c!.text), c!.text)
+      }),
+      { numRuns: 500 }
+    )
+  })
+})
+
+describe("marks", () => {
+  it("literals are hex (any case, leading zeros) or decimal, up to 0xffffffff", () => {
+    assert.strictEqual(parseMarkLiteral("0x10"), 16)
+    assert.strictEqual(parseMarkLiteral("0X0010"), 16)
+    assert.strictEqual(parseMarkLiteral("16"), 16)
+    assert.strictEqual(parseMarkLiteral("0xffffffff"), 0xffffffff)
+    assert.isUndefined(parseMarkLiteral("tenant-a"))
+    assert.isAbove(parseMarkLiteral("0x100000000")!, 0xffffffff)
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffffff }), (m) => {
+        assert.strictEqual(parseMarkLiteral(formatMark(m)), m)
+        assert.strictEqual(parseMarkLiteral(String(m)), m)
+      })
+    )
+  })
+})
+
+describe("owner tags", () => {
+  it("are the plain owner when short and safe, else h: and 32 hex digits", () => {
+    assert.strictEqual(
+      ownerTag({ network: "tenant-routing", containerId: "abc", ifname: "eth0" }),
+      "tenant-routing/abc/eth0"
+    )
+    const long = ownerTag({ network: "n", containerId: "a".repeat(200), ifname: "eth0" })
+    assert.match(long, /^h:[0-9a-f]{32}$/)
+    const odd = ownerTag({ network: "n", containerId: "abc", ifname: "eth@0" })
+    assert.match(odd, /^h:[0-9a-f]{32}$/)
+  })
+
+  it("never exceed 120 bytes and only use [A-Za-z0-9_./:-]", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ maxLength: 300 }),
+        fc.string({ maxLength: 300 }),
+        fc.string({ maxLength: 20 }),
+        (network, containerId, ifname) => {
+          const tag = ownerTag({ network, containerId, ifname })
+          assert.isAtMost(new TextEncoder().encode(tag).length, 120)
+          assert.match(tag, /^[A-Za-z0-9_./:-]*$/)
+        }
+      )
+    )
+  })
+})
+
+describe("CNI environment", () => {
+  it("parses CNI_ARGS and the pod's namespace and name", () => {
+    const r = decodeEnv({
+      CNI_COMMAND: "ADD",
+      CNI_CONTAINERID: "abc",
+      CNI_IFNAME: "eth0",
+      CNI_NETNS: "/var/run/netns/x",
+      CNI_PATH: "/opt/cni/bin:/usr/lib/cni",
+      CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0.x"
+    })
+    assert.isTrue("env" in r)
+    if ("env" in r) {
+      assert.strictEqual(r.env.podNamespace, "team-a")
+      assert.strictEqual(r.env.podName, "web-0.x")
+      assert.deepStrictEqual(r.env.path, ["/opt/cni/bin", "/usr/lib/cni"])
+    }
+  })
+})
