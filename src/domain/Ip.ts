@@ -17,7 +17,8 @@ const V4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\
 
 const parseV4 = (s: string): IpAddress | undefined => (V4.test(s) ? { family: 4, text: s } : undefined)
 
-const parseV6Groups = (s: string): Array<number> | undefined => {
+/** The eight 16-bit groups of an IPv6 address (`::` and a trailing dotted quad allowed, no zone). */
+export const parseV6Groups = (s: string): Array<number> | undefined => {
   if (!/^[0-9a-fA-F:.]+$/.test(s) || s.length > 45) return undefined
   // An embedded IPv4 tail (::ffff:10.0.0.1) stands for the last two groups: parse it apart.
   const lastColon = s.lastIndexOf(":")

@@ -1,0 +1,257 @@
+/**
+ * The tenants file of `node-setup` (PRODUCT.md §6): its JSON shape as a Schema, the cross-field rules
+ * a Schema cannot see (unique marks and tables, marks inside `markMask`), and the pure IP parsing the
+ * gateways need.
+ *
+ * Decoding never throws: it returns the config, or every problem found as `{path, message}` with a
+ * dotted path naming the field (`tenants.tenant-a.table`), so the CLI can exit 2 with a useful
+ * message. Gateways come out in one canonical text form (lowercase, RFC 5952 compression), the same
+ * form `ip -j` prints, so plans compare them as strings. Limits: link-local IPv6 gateways are refused,
+ * since a route through one needs an interface and node-setup does not configure interfaces.
+ */
+import { Result, Schema, SchemaIssue } from "effect"
+import { canonicalIp, type Family, parseIp, parseV6Groups } from "./Ip.ts"
+import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "./Mark.ts"
+
+export type { Family }
+
+export const ipFamily = (text: string): Family | undefined => parseIp(text)?.family
+
+/** Why an address cannot be a next hop, or undefined when it can. */
+export const gatewayProblem = (text: string): string | undefined => {
+  const ip = parseIp(text)
+  if (ip?.family === 4) {
+    const a = Number(ip.text.split(".")[0])
+    if (a === 0) return `${text} is not a usable gateway (0.0.0.0/8)`
+    if (a === 127) return `${text} is a loopback address`
+    if (a >= 224) return `${text} is a multicast or reserved address`
+    return undefined
+  }
+  const v6 = parseV6Groups(text)
+  if (ip === undefined || v6 === undefined)
+    return `expected an IPv4 or IPv6 address, got ${JSON.stringify(text)}`
+  const [g0] = v6 as [number]
+  if (v6.every((g) => g === 0)) return `${text} is the unspecified address`
+  if (v6.slice(0, 7).every((g) => g === 0) && v6[7] === 1) return `${text} is the loopback address`
+  if (g0 >= 0xff00) return `${text} is a multicast address`
+  if ((g0 & 0xffc0) === 0xfe80) {
+    return `${text} is link-local: a route through it needs an interface, which node-setup does not configure`
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The wire shape. Cross-field rules live in `crossFieldIssues` below.
+
+/** RFC 1123 label, as Kubernetes names are. */
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
+/** rt_tables names: not numeric (ip would read a number as a table id), no spaces or `#`. */
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/
+/** Table ids the kernel reserves: 0 unspec, 253 default, 254 main, 255 local. */
+const RESERVED_TABLES: Readonly<Record<number, string>> = {
+  0: "unspec",
+  253: "default",
+  254: "main",
+  255: "local"
+}
+
+const markValue = (input: string | number): number | undefined =>
+  typeof input === "number" ? input : parseMarkLiteral(input)
+
+const MarkWire = Schema.Union([Schema.String, Schema.Number]).check(
+  Schema.makeFilter((input: string | number) => {
+    const n = markValue(input)
+    if (n === undefined)
+      return `expected a mark literal (0x-hex or decimal) or a number, got ${JSON.stringify(input)}`
+    return isMarkValue(n) || `expected a mark in 1..0xffffffff, got ${JSON.stringify(input)}`
+  })
+)
+
+const TenantWire = Schema.Struct({
+  mark: MarkWire.annotate({ description: 'fwmark of the tenant\'s pods, e.g. "0x10"' }),
+  table: Schema.Number.check(
+    Schema.makeFilter((n: number) => {
+      if (!Number.isInteger(n) || n < 1 || n > 0xffffffff)
+        return `expected a table id in 1..4294967295, got ${n}`
+      const reserved = RESERVED_TABLES[n]
+      return reserved === undefined || `table ${n} is reserved for the kernel's ${reserved} table`
+    })
+  ).annotate({ description: "routing table holding the tenant's default routes" }),
+  tableName: Schema.optionalKey(
+    Schema.String.check(
+      Schema.makeFilter(
+        (s: string) =>
+          (TABLE_NAME.test(s) && !["local", "main", "default", "unspec"].includes(s)) ||
+          `expected a table name (letters, digits, _ . -, not starting with a digit, not a reserved name), got ${JSON.stringify(s)}`
+      )
+    )
+  ).annotate({
+    description: "name written to /etc/iproute2/rt_tables with --write-rt-tables (default: the tenant name)"
+  }),
+  gateways: Schema.Array(
+    Schema.String.check(Schema.makeFilter((s: string) => gatewayProblem(s) ?? true))
+  ).annotate({
+    description: "next hops of the tenant's default route; IPv4 and/or IPv6, several make it multipath"
+  }),
+  priority: Schema.Number.check(
+    Schema.makeFilter(
+      (n: number) =>
+        (Number.isInteger(n) && n >= 1 && n <= 32766) || `expected a rule priority in 1..32766, got ${n}`
+    )
+  ).annotate({ description: "priority of the tenant's fwmark rule" })
+})
+
+export const NodeSetupConfigWire = Schema.Struct({
+  markMask: Schema.optionalKey(
+    MarkWire.annotate({ description: "mark bits the tenants use (default: the union of their marks)" })
+  ),
+  // Names are checked on the whole record, so a bad name is reported at its own path instead of as an
+  // "excess property" (what a key schema that refuses the key would report).
+  tenants: Schema.Record(Schema.String, TenantWire).check(
+    Schema.makeFilter((tenants: Readonly<Record<string, unknown>>) =>
+      Object.keys(tenants)
+        .filter((name) => !DNS_LABEL.test(name))
+        .map((name) => ({
+          path: [name],
+          issue: `tenant name ${JSON.stringify(name)} is not a DNS label (RFC 1123)`
+        }))
+    )
+  )
+})
+export type NodeSetupConfigWire = typeof NodeSetupConfigWire.Encoded
+
+// ---------------------------------------------------------------------------------------------------
+// The decoded config.
+
+export interface Tenant {
+  readonly name: string
+  readonly mark: number
+  readonly table: number
+  readonly tableName: string
+  /** Canonical text, in file order, duplicates removed. */
+  readonly gateways: ReadonlyArray<string>
+  readonly priority: number
+}
+
+export interface NodeSetupConfig {
+  readonly markMask: number
+  /** Sorted by name, so plans and reports do not depend on key order in the file. */
+  readonly tenants: ReadonlyArray<Tenant>
+}
+
+export interface ConfigIssue {
+  /** Dotted path of the field, e.g. `tenants.tenant-a.gateways[1]`; empty for the whole file. */
+  readonly path: string
+  readonly message: string
+}
+
+export const gatewaysOf = (tenant: Tenant, family: Family): ReadonlyArray<string> =>
+  tenant.gateways.filter((g) => ipFamily(g) === family)
+
+const formatPath = (path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }>): string =>
+  path
+    .map((p) => (typeof p === "object" ? p.key : p))
+    .reduce<string>(
+      (acc, key) =>
+        typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`,
+      ""
+    )
+
+const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<ConfigIssue> => {
+  const issues: Array<ConfigIssue> = []
+  const at = (t: Tenant, field: string) => `tenants.${t.name}.${field}`
+  if (config.tenants.length === 0) issues.push({ path: "tenants", message: "expected at least one tenant" })
+  const reservedProblem = (mark: number) =>
+    and32(mark, RESERVED_BITS) === 0
+      ? undefined
+      : `bits ${formatMark(and32(mark, RESERVED_BITS))} are used by kube-proxy (0xc000) or portmap (0x2000)`
+  const maskProblem = maskGiven ? reservedProblem(config.markMask) : undefined
+  if (maskProblem !== undefined) issues.push({ path: "markMask", message: maskProblem })
+  const seen = {
+    mark: new Map<number, string>(),
+    table: new Map<number, string>(),
+    name: new Map<string, string>()
+  }
+  for (const t of config.tenants) {
+    const markProblem = reservedProblem(t.mark)
+    if (markProblem !== undefined)
+      issues.push({ path: at(t, "mark"), message: `mark ${formatMark(t.mark)}: ${markProblem}` })
+    if (and32(t.mark, not32(config.markMask)) !== 0) {
+      issues.push({
+        path: at(t, "mark"),
+        message: `mark ${formatMark(t.mark)} has bits outside markMask ${formatMark(config.markMask)}`
+      })
+    }
+    const clash = (kind: "mark" | "table", value: number, text: string) => {
+      const other = seen[kind].get(value)
+      if (other !== undefined)
+        issues.push({ path: at(t, kind), message: `${kind} ${text} is also tenant ${other}'s` })
+      else seen[kind].set(value, t.name)
+    }
+    clash("mark", t.mark, formatMark(t.mark))
+    clash("table", t.table, String(t.table))
+    const otherName = seen.name.get(t.tableName)
+    if (otherName !== undefined) {
+      issues.push({
+        path: at(t, "tableName"),
+        message: `table name ${t.tableName} is also tenant ${otherName}'s`
+      })
+    } else seen.name.set(t.tableName, t.name)
+  }
+  return issues
+}
+
+const toConfig = (wire: typeof NodeSetupConfigWire.Type): NodeSetupConfig => {
+  const tenants = Object.entries(wire.tenants)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(
+      ([name, t]): Tenant => ({
+        name,
+        mark: markValue(t.mark)!,
+        table: t.table,
+        tableName: t.tableName ?? name,
+        gateways: [...new Set(t.gateways.map(canonicalIp))],
+        priority: t.priority
+      })
+    )
+  const markMask =
+    wire.markMask === undefined ? tenants.reduce((m, t) => or32(m, t.mark), 0) : markValue(wire.markMask)!
+  return { markMask, tenants }
+}
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+
+/** Decode an already-parsed JSON value. */
+export const decodeNodeSetupConfig = (
+  input: unknown
+): Result.Result<NodeSetupConfig, ReadonlyArray<ConfigIssue>> => {
+  const decoded = Schema.decodeUnknownResult(NodeSetupConfigWire)(input, {
+    errors: "all",
+    onExcessProperty: "error"
+  })
+  if (Result.isFailure(decoded)) {
+    return Result.fail(
+      formatter(decoded.failure.issue).issues.map((i) => ({
+        path: formatPath(i.path ?? []),
+        // Say it in the operator's terms: a misspelt key is the usual cause.
+        message: i.message === "Expected no excess property" ? "unknown field" : i.message
+      }))
+    )
+  }
+  const config = toConfig(decoded.success)
+  const issues = crossFieldIssues(config, decoded.success.markMask !== undefined)
+  return issues.length > 0 ? Result.fail(issues) : Result.succeed(config)
+}
+
+/** Decode the text of a tenants file. */
+export const decodeNodeSetupConfigJson = (
+  text: string
+): Result.Result<NodeSetupConfig, ReadonlyArray<ConfigIssue>> => {
+  const parsed = Result.try({ try: () => JSON.parse(text) as unknown, catch: (e) => String(e) })
+  return Result.isFailure(parsed)
+    ? Result.fail([{ path: "", message: `not valid JSON: ${parsed.failure}` }])
+    : decodeNodeSetupConfig(parsed.success)
+}
+
+export const formatIssues = (issues: ReadonlyArray<ConfigIssue>): string =>
+  issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`)).join("\n")
