@@ -15,7 +15,10 @@ export class Netfilter extends Context.Service<
     readonly usable: (backend: Backend) => Effect.Effect<boolean>
     /** Every entry this plugin manages in the backend; empty when the backend has none or is absent. */
     readonly list: (backend: Backend) => Effect.Effect<ReadonlyArray<MarkEntry>, NetfilterFailed>
-    /** Removals then additions, at most one kernel transaction per family, none when empty. */
+    /**
+     * Removals (of entries present) then additions (of entries absent), all or nothing: at most one
+     * kernel transaction per family, a failed family reverting the others; none when empty.
+     */
     readonly apply: (backend: Backend, changes: Changes) => Effect.Effect<void, NetfilterFailed>
   }
 >()("tenant-routing/Netfilter") {}

@@ -10,10 +10,10 @@ import type { BackendEntries } from "../domain/Check.ts"
 import type { Backend, PluginConfig } from "../domain/Config.ts"
 import {
   BACKENDS,
-  byFamily,
   type Changes,
   desiredEntries,
   invert,
+  isEmpty,
   planAttach,
   planDetach,
   planRemoveOwners
@@ -27,12 +27,20 @@ import type { Tenant } from "../domain/Tenant.ts"
 /** Every managed entry of both backends. */
 export const listAll = Effect.fn("listAll")(function* () {
   const nf = yield* Netfilter
-  return yield* Effect.forEach(BACKENDS, (b) => Effect.map(nf.list(b), (list) => [b, list] as const))
+  // A backend whose tool exists but cannot work here (nft without nf_tables in the kernel) holds no
+  // entries of ours: it must not make DEL or GC fail on such a node.
+  const listOne = (b: Backend) =>
+    nf
+      .list(b)
+      .pipe(
+        Effect.catch((e) => Effect.flatMap(nf.usable(b), (ok) => (ok ? Effect.fail(e) : Effect.succeed([]))))
+      )
+  return yield* Effect.forEach(BACKENDS, (b) => Effect.map(listOne(b), (list) => [b, list] as const))
 })
 
 /**
- * Applies per-backend changes in order, one family (one kernel transaction) at a time, and returns
- * the undo of everything applied; on failure, what was already applied is undone first.
+ * Applies per-backend changes in order (each `apply` is all or nothing) and returns the undo of
+ * everything applied; on failure, what was already applied is undone first.
  */
 const applyAll = (plans: ReadonlyArray<readonly [Backend, Changes]>) =>
   Effect.gen(function* () {
@@ -42,10 +50,9 @@ const applyAll = (plans: ReadonlyArray<readonly [Backend, Changes]>) =>
       Effect.forEach([...done].reverse(), ([b, c]) => nf.apply(b, invert(c)), { discard: true })
     )
     for (const [backend, changes] of plans) {
-      for (const [, family] of byFamily(changes)) {
-        yield* nf.apply(backend, family).pipe(Effect.onError(() => Effect.ignore(undo)))
-        done.push([backend, family])
-      }
+      if (isEmpty(changes)) continue
+      yield* nf.apply(backend, changes).pipe(Effect.onError(() => Effect.ignore(undo)))
+      done.push([backend, changes])
     }
     return { undo }
   })

@@ -7,6 +7,7 @@ import { Effect, Layer } from "effect"
 import type { Backend } from "../../domain/Config.ts"
 import { byFamily, type MarkEntry, sameEntry } from "../../domain/Entries.ts"
 import { NetfilterFailed } from "../../domain/Errors.ts"
+import { canonicalIp } from "../../domain/Ip.ts"
 import { Netfilter } from "../../domain/Netfilter.ts"
 import type { FaultPlan } from "./Faults.ts"
 
@@ -37,49 +38,36 @@ export const NetfilterMemory = {
             )
             .pipe(Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : [])))),
         apply: (b, changes) =>
-          Effect.forEach(
-            byFamily(changes),
-            ([family, c]) =>
-              faults
-                .hit(
-                  "netfilter.apply",
-                  () =>
-                    new NetfilterFailed({
-                      msg: `${b}: transaction failed (injected)`,
-                      removal: c.add.length === 0
-                    })
-                )
-                .pipe(
-                  Effect.andThen(
-                    Effect.suspend(() => {
-                      if (!kernel.usable[b]) {
-                        return Effect.fail(
-                          new NetfilterFailed({ msg: `${b} is not usable`, removal: c.add.length === 0 })
-                        )
-                      }
-                      // Like the kernel: deleting an absent entry fails the whole transaction.
-                      const list = kernel.entries[b]
-                      for (const r of c.remove) {
-                        if (!list.some((e) => sameEntry(e, r))) {
-                          return Effect.fail(
-                            new NetfilterFailed({
-                              msg: `${b}: no such entry ${r.ip} ${r.owner}`,
-                              removal: true
-                            })
-                          )
-                        }
-                      }
-                      kernel.entries[b] = [
-                        ...list.filter((e) => !c.remove.some((r) => sameEntry(e, r))),
-                        ...c.add
-                      ]
-                      kernel.transactions.push({ backend: b, family })
-                      return Effect.void
-                    })
-                  )
-                ),
-            { discard: true }
-          )
+          faults
+            .hit(
+              "netfilter.apply",
+              () =>
+                new NetfilterFailed({
+                  msg: `${b}: transaction failed (injected)`,
+                  removal: changes.add.length === 0
+                })
+            )
+            .pipe(
+              Effect.andThen(
+                Effect.suspend(() => {
+                  if (!kernel.usable[b]) {
+                    return Effect.fail(
+                      new NetfilterFailed({ msg: `${b} is not usable`, removal: changes.add.length === 0 })
+                    )
+                  }
+                  // Like the live backends: remove if present, add if absent, IPs as the kernel prints them.
+                  const canonical = (e: MarkEntry): MarkEntry => ({ ...e, ip: canonicalIp(e.ip) })
+                  const remove = changes.remove.map(canonical)
+                  const kept = kernel.entries[b].filter((e) => !remove.some((r) => sameEntry(e, r)))
+                  const add = changes.add
+                    .map(canonical)
+                    .filter((a, i, all) => all.findIndex((x) => sameEntry(x, a)) === i)
+                  kernel.entries[b] = [...kept, ...add.filter((a) => !kept.some((e) => sameEntry(e, a)))]
+                  for (const [family] of byFamily(changes)) kernel.transactions.push({ backend: b, family })
+                  return Effect.void
+                })
+              )
+            )
       })
     )
 }

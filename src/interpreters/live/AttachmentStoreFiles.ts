@@ -1,0 +1,181 @@
+/**
+ * The state records (src/domain/AttachmentStore.ts) as files: `<stateDir>/<network>/<containerId>/
+ * <ifname>.json` (PRODUCT.md §4), directories 0700 and files 0600 (they name pods and tenants).
+ *
+ * A write is atomic and durable: the JSON goes to `<ifname>.json:tmp-<random>` in the same
+ * directory, is fsynced, renamed over the record, and the directory is fsynced, so a reader (or a
+ * reboot) sees the old record or the new one, never a torn one. `:` cannot occur in an interface name
+ * (CNI spec), so a temporary file names exactly one attachment and is never taken for a record.
+ * remove deletes the record, that attachment's temporary files (left by a crash mid-write) and the
+ * container directory once empty; the network directory stays (it is shared and cheap).
+ *
+ * Records are decoded with the AttachmentRecord Schema; one that does not decode, or that names
+ * another attachment than its path, is a StateFailed naming the file, never silently skipped.
+ * Path components are checked (no `/`, NUL, `.` or `..`), though the config and env decoders
+ * already enforce the CNI character rules, since they become paths.
+ */
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { Effect, Layer, Schema } from "effect"
+import { AttachmentRecord } from "../../domain/AttachmentRecord.ts"
+import { AttachmentStore } from "../../domain/AttachmentStore.ts"
+import { StateFailed } from "../../domain/Errors.ts"
+import type { Attachment } from "../../domain/Owner.ts"
+
+const RECORD = ".json"
+const TMP = `${RECORD}:tmp-`
+
+const RecordJson = Schema.fromJsonString(AttachmentRecord)
+
+const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code
+
+const io = <A>(what: string, file: string, f: () => Promise<A>): Effect.Effect<A, StateFailed> =>
+  Effect.tryPromise({
+    try: f,
+    catch: (e) => new StateFailed({ msg: `${what} ${file}: ${e instanceof Error ? e.message : String(e)}` })
+  })
+
+/** Like `io`, but the listed error codes give `fallback` instead of failing. */
+const ioOr = <A, B>(
+  what: string,
+  file: string,
+  codes: ReadonlyArray<string>,
+  fallback: B,
+  f: () => Promise<A>
+) =>
+  Effect.tryPromise({ try: f, catch: (e) => e }).pipe(
+    Effect.catch((e) =>
+      codes.includes(errno(e) ?? "")
+        ? Effect.succeed(fallback)
+        : Effect.fail(
+            new StateFailed({ msg: `${what} ${file}: ${e instanceof Error ? e.message : String(e)}` })
+          )
+    )
+  )
+
+const badComponent = (s: string): boolean => s === "" || s === "." || s === ".." || /[/\0]/.test(s)
+
+const dirOf = (stateDir: string, a: Attachment): Effect.Effect<string, StateFailed> =>
+  [a.network, a.containerId, a.ifname].some(badComponent) || a.ifname.includes(":")
+    ? Effect.fail(new StateFailed({ msg: `attachment ${JSON.stringify(a)} cannot name a state file` }))
+    : Effect.succeed(path.join(stateDir, a.network, a.containerId))
+
+const decodeFile = (
+  file: string,
+  text: string,
+  a?: Attachment
+): Effect.Effect<AttachmentRecord, StateFailed> =>
+  Schema.decodeUnknownEffect(RecordJson)(text).pipe(
+    Effect.mapError((e) => new StateFailed({ msg: `undecodable state record ${file}: ${e.message}` })),
+    Effect.filterOrFail(
+      (r) =>
+        a === undefined ||
+        (r.network === a.network && r.containerId === a.containerId && r.ifname === a.ifname),
+      () => new StateFailed({ msg: `state record ${file} names another attachment` })
+    )
+  )
+
+const readRecord = (file: string, a: Attachment): Effect.Effect<AttachmentRecord | undefined, StateFailed> =>
+  ioOr("reading", file, ["ENOENT", "ENOTDIR"], undefined, () => fs.readFile(file, "utf8")).pipe(
+    Effect.flatMap((text) => (text === undefined ? Effect.succeed(undefined) : decodeFile(file, text, a)))
+  )
+
+const fsyncDir = (dir: string) =>
+  io("syncing", dir, async () => {
+    const h = await fs.open(dir, "r")
+    try {
+      await h.sync()
+    } finally {
+      await h.close()
+    }
+  })
+
+const write = (stateDir: string, record: AttachmentRecord): Effect.Effect<void, StateFailed> =>
+  Effect.gen(function* () {
+    const dir = yield* dirOf(stateDir, record)
+    const file = path.join(dir, `${record.ifname}${RECORD}`)
+    const tmp = path.join(dir, `${record.ifname}${TMP}${randomBytes(6).toString("hex")}`)
+    const text = `${yield* Schema.encodeEffect(RecordJson)(record).pipe(
+      Effect.mapError((e) => new StateFailed({ msg: `unencodable state record for ${file}: ${e.message}` }))
+    )}\n`
+    yield* io("creating", dir, () => fs.mkdir(dir, { recursive: true, mode: 0o700 }))
+    yield* io("writing", tmp, async () => {
+      const h = await fs.open(tmp, "wx", 0o600)
+      try {
+        await h.writeFile(text, "utf8")
+        await h.sync()
+      } finally {
+        await h.close()
+      }
+    }).pipe(
+      Effect.andThen(io("renaming", tmp, () => fs.rename(tmp, file))),
+      Effect.onError(() => Effect.ignore(io("removing", tmp, () => fs.rm(tmp, { force: true }))))
+    )
+    yield* fsyncDir(dir)
+  })
+
+const remove = (stateDir: string, a: Attachment): Effect.Effect<void, StateFailed> =>
+  Effect.gen(function* () {
+    const dir = yield* dirOf(stateDir, a)
+    const names = yield* ioOr("listing", dir, ["ENOENT", "ENOTDIR"], [] as Array<string>, () =>
+      fs.readdir(dir)
+    )
+    const mine = names.filter((n) => n === `${a.ifname}${RECORD}` || n.startsWith(`${a.ifname}${TMP}`))
+    yield* Effect.forEach(
+      mine,
+      (n) => io("removing", path.join(dir, n), () => fs.rm(path.join(dir, n), { force: true })),
+      {
+        discard: true
+      }
+    )
+    // Only when empty: other interfaces of the same container keep their records. Another call
+    // may write into it concurrently only without NodeLock, which every caller holds.
+    yield* ioOr("removing", dir, ["ENOENT", "ENOTEMPTY", "EEXIST"], undefined, () => fs.rmdir(dir))
+  })
+
+const subdirs = (dir: string) =>
+  ioOr("listing", dir, ["ENOENT", "ENOTDIR"], [] as Array<import("node:fs").Dirent>, () =>
+    fs.readdir(dir, { withFileTypes: true })
+  ).pipe(Effect.map((entries) => entries.filter((e) => e.isDirectory()).map((e) => e.name)))
+
+const list = (
+  stateDir: string,
+  network: string | undefined
+): Effect.Effect<ReadonlyArray<AttachmentRecord>, StateFailed> =>
+  Effect.gen(function* () {
+    if (network !== undefined && badComponent(network)) {
+      return yield* new StateFailed({
+        msg: `network ${JSON.stringify(network)} cannot name a state directory`
+      })
+    }
+    const networks = network === undefined ? yield* subdirs(stateDir) : [network]
+    const records: Array<AttachmentRecord> = []
+    for (const net of networks) {
+      for (const containerId of yield* subdirs(path.join(stateDir, net))) {
+        const dir = path.join(stateDir, net, containerId)
+        const names = yield* ioOr("listing", dir, ["ENOENT", "ENOTDIR"], [] as Array<string>, () =>
+          fs.readdir(dir)
+        )
+        for (const name of names.filter((n) => n.endsWith(RECORD) && !n.includes(":")).sort()) {
+          const a = { network: net, containerId, ifname: name.slice(0, -RECORD.length) }
+          const r = yield* readRecord(path.join(dir, name), a)
+          if (r !== undefined) records.push(r)
+        }
+      }
+    }
+    return records
+  })
+
+export const make = (): AttachmentStore["Service"] =>
+  AttachmentStore.of({
+    read: (stateDir, a) =>
+      Effect.flatMap(dirOf(stateDir, a), (dir) => readRecord(path.join(dir, `${a.ifname}${RECORD}`), a)),
+    write,
+    remove,
+    list
+  })
+
+export const layer: Layer.Layer<AttachmentStore> = Layer.sync(AttachmentStore, make)
+
+export const AttachmentStoreFiles = { make, layer } as const

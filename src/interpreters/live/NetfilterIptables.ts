@@ -1,0 +1,143 @@
+/**
+ * The `iptables` backend (PRODUCT.md §4, the original plugin's mechanism): chain `TRW-MARK` in the
+ * mangle table of `iptables` and `ip6tables`, jumped to from the first rule of PREROUTING, one rule
+ * per pod IP:
+ *
+ *   -A TRW-MARK -s 10.0.0.5/32 -m conntrack --ctdir ORIGINAL -m comment --comment "OWNER" -j MARK --set-xmark 0x10/0x30
+ *
+ * `--set-xmark MARK/MASK` means `mark = (mark & ~MASK) ^ MARK`; since MARK ⊆ MASK that is
+ * `(mark & ~MASK) | MARK`, the plugin's semantics. iptables-save (1.8.9) lists the rule exactly as
+ * above: IPv6 compressed and lowercased, marks in lowercase hex without padding, and the comment in
+ * double quotes only when it holds a character outside `[A-Za-z0-9_-]` (so `net/c1/eth0` and
+ * `h:…` are quoted, a bare `abc` is not; both forms are parsed).
+ *
+ * This file is pure: it reads `iptables-save -t mangle` text and renders one `iptables-restore
+ * --noflush` batch per family. NetfilterLive.ts runs the commands. Limits:
+ * - Only lines of chain TRW-MARK that match our rule shape exactly (RULE below) are entries; any
+ *   other rule someone adds to the chain is ignored: neither listed nor removed.
+ * - The chain is created with `-N`, never declared with `:TRW-MARK - [0:0]`: under `--noflush` a
+ *   declaration flushes an existing chain (every pod would lose its mark), while `-N` on an existing
+ *   chain fails the batch, so a batch built from a stale view fails instead of wiping.
+ * - The chain and the jump stay in place when the last entry goes (an empty chain costs nothing, and
+ *   deleting them would cost a kernel RCU grace period and race with the next ADD).
+ * - Never change CHAIN: entries installed by an older version must still be found by a newer one.
+ */
+import type { Changes, MarkEntry } from "../../domain/Entries.ts"
+import { canonicalIp, type Family, parseIp } from "../../domain/Ip.ts"
+import { and32, formatMark } from "../../domain/Mark.ts"
+
+export const CHAIN = "TRW-MARK"
+export const TABLE = "mangle"
+const JUMP = `-A PREROUTING -j ${CHAIN}`
+
+/** The tools per family; listing is one `*-save` call, a change one `*-restore` call. */
+export const saveCommand = (family: Family): readonly [string, ReadonlyArray<string>] => [
+  family === 4 ? "iptables-save" : "ip6tables-save",
+  ["-t", TABLE]
+]
+export const restoreCommand = (family: Family): readonly [string, ReadonlyArray<string>] => [
+  family === 4 ? "iptables-restore" : "ip6tables-restore",
+  // -w: wait for the xtables lock (iptables-legacy) instead of failing; --noflush: keep everything else.
+  ["-w", "--noflush"]
+]
+
+/** What one family's mangle table holds of ours. */
+export interface IptablesState {
+  readonly family: Family
+  readonly chainExists: boolean
+  /** PREROUTING's first rule is the jump to TRW-MARK. */
+  readonly jumpFirst: boolean
+  /** How many jumps to TRW-MARK PREROUTING holds (anywhere). */
+  readonly jumps: number
+  /** Our rules in chain order, duplicates kept (each needs its own `-D`). */
+  readonly rules: ReadonlyArray<MarkEntry>
+}
+
+// The owner tag as Owner.ts makes it: plain `[A-Za-z0-9_./-]` up to 120 bytes, or `h:` + 32 hex.
+const TAG = `h:[0-9a-f]{32}|[A-Za-z0-9_./-]{1,120}`
+const RULE = new RegExp(
+  `^-A ${CHAIN} -s ([0-9a-fA-F:.]+)/(32|128) -m conntrack --ctdir ORIGINAL -m comment --comment (?:"(${TAG})"|(${TAG})) -j MARK --set-xmark (0x[0-9a-f]{1,8})/(0x[0-9a-f]{1,8})$`
+)
+
+/** Parses `iptables-save -t mangle` (or ip6tables-save) output. */
+export const parseSave = (family: Family, text: string): IptablesState => {
+  let table = ""
+  let chainExists = false
+  let firstPrerouting: string | undefined
+  let jumps = 0
+  const rules: Array<MarkEntry> = []
+  for (const line of text.split("\n")) {
+    if (line.startsWith("*")) table = line.slice(1)
+    if (table !== TABLE) continue
+    if (line.startsWith(`:${CHAIN} `)) chainExists = true
+    else if (line.startsWith("-A PREROUTING ")) {
+      firstPrerouting ??= line
+      if (line === JUMP) jumps++
+    } else if (line.startsWith(`-A ${CHAIN} `)) {
+      const m = RULE.exec(line)
+      if (m === null) continue
+      const [, ipText, prefix, quoted, bare, markHex, maskHex] = m as unknown as [
+        string,
+        string,
+        string,
+        string | undefined,
+        string | undefined,
+        string,
+        string
+      ]
+      const owner = (quoted ?? bare) as string
+      const ip = parseIp(ipText)
+      const mark = Number.parseInt(markHex, 16)
+      const mask = Number.parseInt(maskHex, 16)
+      // Only rules whose semantics are ours: the right family and prefix, and MARK ⊆ MASK
+      // (otherwise --set-xmark would toggle bits rather than set them).
+      if (ip === undefined || ip.family !== family || prefix !== (family === 4 ? "32" : "128")) continue
+      if (mark === 0 || and32(mark, mask) !== mark) continue
+      rules.push({ ip: ip.text, family, mark, mask, owner })
+    }
+  }
+  return { family, chainExists, jumpFirst: firstPrerouting === JUMP, jumps, rules }
+}
+
+const sameRule = (a: MarkEntry, b: MarkEntry): boolean =>
+  canonicalIp(a.ip) === canonicalIp(b.ip) && a.mark === b.mark && a.mask === b.mask && a.owner === b.owner
+
+const dedupe = (entries: ReadonlyArray<MarkEntry>): ReadonlyArray<MarkEntry> =>
+  entries.filter((e, i) => entries.findIndex((x) => sameRule(x, e)) === i)
+
+/** The rule's match and target, as iptables-save prints it (so `-D` matches it exactly). */
+export const ruleSpec = (e: MarkEntry): string =>
+  `-s ${canonicalIp(e.ip)}/${e.family === 4 ? 32 : 128} -m conntrack --ctdir ORIGINAL -m comment --comment "${e.owner}" -j MARK --set-xmark ${formatMark(e.mark)}/${formatMark(e.mask)}`
+
+/**
+ * The `iptables-restore --noflush` batch that takes one family from `state` through `changes`, or
+ * undefined when there is nothing to do. Removals are "if present" (a rule we do not see is not
+ * deleted, so the batch cannot fail on it); additions already present are skipped (no duplicates).
+ * Entries must be valid and of `state.family` (NetfilterLive checks).
+ */
+export const renderBatch = (state: IptablesState, changes: Changes): string | undefined => {
+  const removals = dedupe(changes.remove).filter((e) => state.rules.some((r) => sameRule(r, e)))
+  const remaining = state.rules.filter((r) => !removals.some((e) => sameRule(r, e)))
+  const additions = dedupe(changes.add).filter((e) => !remaining.some((r) => sameRule(r, e)))
+  if (removals.length === 0 && additions.length === 0) return undefined
+  const lines = [`*${TABLE}`]
+  if (additions.length > 0) {
+    if (!state.chainExists) lines.push(`-N ${CHAIN}`)
+    // The jump must be PREROUTING's first rule, so no earlier rule (Cilium, Calico, kube-proxy) can
+    // accept or mark the packet before us. Moving it is one atomic batch with the rest.
+    if (!state.jumpFirst) {
+      for (let i = 0; i < state.jumps; i++) lines.push(`-D PREROUTING -j ${CHAIN}`)
+      lines.push(`-I PREROUTING 1 -j ${CHAIN}`)
+    }
+  }
+  for (const e of removals) {
+    const copies = state.rules.filter((r) => sameRule(r, e)).length
+    for (let i = 0; i < copies; i++) lines.push(`-D ${CHAIN} ${ruleSpec(e)}`)
+  }
+  for (const e of additions) lines.push(`-A ${CHAIN} ${ruleSpec(e)}`)
+  lines.push("COMMIT", "")
+  return lines.join("\n")
+}
+
+/** Our entries as the service lists them (a rule present twice is one entry). */
+export const entriesOf = (state: IptablesState): ReadonlyArray<MarkEntry> => dedupe(state.rules)

@@ -1,0 +1,13 @@
+/**
+ * The AttachmentStore contract against the memory store used by the program tests; the files store
+ * runs the same laws in test/attachmentStore.live.test.ts.
+ */
+
+import { AttachmentStoreMemory, Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
+import { attachmentStoreContract } from "./conformance/attachmentStoreContract.ts"
+
+let n = 0
+attachmentStoreContract("memory", () => AttachmentStoreMemory.layer(new Records(), new FaultPlan()), {
+  stateDir: () => `/state-${n++}`
+})
