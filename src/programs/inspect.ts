@@ -22,7 +22,8 @@ export interface InspectedEntry {
 
 const attachmentOfTag = (tag: string, records: ReadonlyArray<AttachmentRecord>) => {
   const r = records.find((x) => x.tag === tag)
-  if (r !== undefined) return { network: r.network, containerId: r.containerId, ifname: r.ifname, tenant: r.tenant }
+  if (r !== undefined)
+    return { network: r.network, containerId: r.containerId, ifname: r.ifname, tenant: r.tenant }
   if (tag.startsWith("h:")) return { network: null, containerId: null, ifname: null, tenant: null }
   const [network = null, containerId = null, ifname = null] = tag.split("/")
   return { network, containerId, ifname, tenant: null }
@@ -54,5 +55,12 @@ export const formatInspect = (entries: ReadonlyArray<InspectedEntry>): string =>
     e.mark
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd()
+    )
+    .join("\n")
 }

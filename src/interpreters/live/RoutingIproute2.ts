@@ -17,8 +17,8 @@
  */
 import { Effect, Layer, Schema, Stream } from "effect"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
-import { parseMarkLiteral } from "../../domain/Mark.ts"
 import { canonicalIp, type Family } from "../../domain/Ip.ts"
+import { parseMarkLiteral } from "../../domain/Mark.ts"
 import { Routing, RoutingError } from "../../domain/Routing.ts"
 import { type Change, type IpRule, ipWords, type Route } from "../../domain/RoutingPlan.ts"
 

@@ -1,0 +1,285 @@
+/**
+ * The single entry point of the `tenant-routing-wrapper` executable.
+ *
+ * With `CNI_COMMAND` set it is a CNI plugin (PRODUCT.md §1): it reads stdin as bytes, runs `runCni`
+ * with the live interpreters, writes the one JSON document `runCni` returns with a single
+ * `process.stdout.write`, and exits with its status. Nothing else may reach stdout: first thing at run
+ * time `console.log`/`info`/`debug`/`dir`/`table` are pointed at stderr (Effect's default logger and
+ * any stray library print use them), every log line goes through `loggingFor` or, outside a call's
+ * settings, `stderrLogging`, and a last-resort handler turns anything unexpected (an escaped defect,
+ * an uncaught exception) into a code-999 CNI error instead of a stack trace.
+ *
+ * Without `CNI_COMMAND` it is the operator's tool: `node-setup`, `install`, `inspect`, `doctor`,
+ * `--version`, `--help`; their stdout is free.
+ *
+ * Start-up cost, paid by every pod start: each mode loads its modules with `await import()` only when
+ * chosen (esbuild keeps them as lazily initialised closures in the bundle), and the Kubernetes client
+ * is loaded by AnnotationsKubernetes only in calls that have a kubeconfig. The shipped executable goes
+ * further: it is built from a V8 start-up snapshot (scripts/build.ts), taken while this file runs
+ * under `v8.startupSnapshot.isBuildingSnapshot()`, which loads the CNI modules and registers `start`
+ * as the main function; a call then begins with those modules already evaluated. Builtins are imported
+ * statically: the executable's main script has no dynamic-import callback for them.
+ */
+import { readFileSync } from "node:fs"
+import { format, parseArgs } from "node:util"
+import { startupSnapshot } from "node:v8"
+
+/** Set by scripts/build.ts (esbuild `define`); unset when run from source. */
+declare const __TRW_VERSION__: string | undefined
+
+const MAX_STDIN_BYTES = 4 * 1024 * 1024
+
+const USAGE = `usage:
+  as a CNI plugin:   CNI_COMMAND=ADD|DEL|CHECK|GC|STATUS|VERSION ... tenant-routing-wrapper < netconf.json
+  tenant-routing-wrapper node-setup [--config FILE] [--dry-run] [--remove] [--write-rt-tables]
+  tenant-routing-wrapper install --node NAME --template FILE [options]   (what the DaemonSet runs)
+  tenant-routing-wrapper inspect [--json] [--backend iptables|nftables] [--state-dir DIR]
+  tenant-routing-wrapper doctor [--config TENANTS_FILE] [--json]
+  tenant-routing-wrapper --version | --help
+Run a subcommand with --help for its options.`
+
+const version = (): string => {
+  if (typeof __TRW_VERSION__ === "string") return __TRW_VERSION__
+  // From source: the package.json next to bin/.
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string
+  }
+  return pkg.version
+}
+
+// ---------------------------------------------------------------------------------------------
+// CNI plugin mode
+
+/** stdin as bytes, reading at most one byte past the limit: enough for the decoder to refuse it. */
+const readStdin = async (): Promise<Uint8Array> => {
+  const chunks: Array<Buffer> = []
+  let size = 0
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    chunks.push(chunk)
+    size += chunk.length
+    if (size > MAX_STDIN_BYTES) break // leaving the loop destroys the stream: no more is read
+  }
+  const all = Buffer.concat(chunks)
+  return all.length > MAX_STDIN_BYTES + 1 ? all.subarray(0, MAX_STDIN_BYTES + 1) : all
+}
+
+/** The exit status of the answer once one is given; later failures must not contradict it. */
+let answered: number | undefined
+
+/** The only writer of stdout in CNI mode; exits once the bytes are handed to the kernel. */
+const finish = (stdout: string | undefined, exitCode: number): void => {
+  if (answered !== undefined) process.exit(answered)
+  answered = exitCode
+  process.exitCode = exitCode
+  // Exit explicitly rather than waiting for the event loop to drain: a library's keep-alive socket
+  // or timer must not hold the container runtime's call open after the answer is out.
+  if (stdout === undefined) process.exit(exitCode)
+  process.stdout.write(stdout, () => process.exit(exitCode))
+}
+
+/** A bug escaped every handler: still answer in CNI JSON (code 999), never with a stack on stdout. */
+const lastResort = (stdin: Uint8Array | undefined, what: unknown): void => {
+  process.stderr.write(
+    `tenant-routing-wrapper: internal error: ${what instanceof Error ? (what.stack ?? what.message) : String(what)}\n`
+  )
+  if (answered !== undefined) process.exit(answered)
+  let cniVersion = "1.1.0"
+  try {
+    const v = (JSON.parse(Buffer.from(stdin ?? []).toString("utf8")) as { cniVersion?: unknown }).cniVersion
+    if (typeof v === "string" && /^\d+\.\d+\.\d+$/.test(v)) cniVersion = v
+  } catch {
+    // Unreadable input: answer in the newest version we speak.
+  }
+  const msg = what instanceof Error ? what.message : String(what)
+  finish(JSON.stringify({ cniVersion, code: 999, msg: `internal error: ${msg.slice(0, 200)}` }), 1)
+}
+
+const runCniMode = async (): Promise<void> => {
+  let stdin: Uint8Array | undefined
+  process.on("uncaughtException", (e) => lastResort(stdin, e))
+  process.on("unhandledRejection", (e) => lastResort(stdin, e))
+  try {
+    stdin = await readStdin()
+    const [{ Effect, Layer }, { runCni }, { loggingFor, stderrLogging }, live] = await Promise.all([
+      import("effect"),
+      import("../src/programs/dispatch.ts"),
+      import("../src/interpreters/live/Logging.ts"),
+      liveLayers()
+    ])
+    const services = Layer.mergeAll(
+      live.DelegateExec.layer,
+      live.NetfilterLive.layer(),
+      live.NodeLockSocket.layer(),
+      live.AttachmentStoreFiles.layer,
+      live.AnnotationsKubernetes.layer
+    )
+    const out = await Effect.runPromise(
+      runCni(process.env, stdin, loggingFor).pipe(
+        Effect.provide(services),
+        // Outermost, so even the building of the layers above logs to stderr, never stdout.
+        Effect.provide(stderrLogging)
+      )
+    )
+    finish(out.stdout, out.exitCode)
+  } catch (e) {
+    lastResort(stdin, e)
+  }
+}
+
+const liveLayers = async () => {
+  const [d, n, l, a, k] = await Promise.all([
+    import("../src/interpreters/live/DelegateExec.ts"),
+    import("../src/interpreters/live/NetfilterLive.ts"),
+    import("../src/interpreters/live/NodeLockSocket.ts"),
+    import("../src/interpreters/live/AttachmentStoreFiles.ts"),
+    import("../src/interpreters/live/AnnotationsKubernetes.ts")
+  ])
+  return {
+    DelegateExec: d.DelegateExec,
+    NetfilterLive: n.NetfilterLive,
+    NodeLockSocket: l.NodeLockSocket,
+    AttachmentStoreFiles: a.AttachmentStoreFiles,
+    AnnotationsKubernetes: k.AnnotationsKubernetes
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator subcommands (stdout is theirs)
+
+const runInspect = async (argv: ReadonlyArray<string>): Promise<number> => {
+  const INSPECT_USAGE =
+    "usage: tenant-routing-wrapper inspect [--json] [--backend iptables|nftables] [--state-dir DIR]"
+  let values: { json?: boolean; backend?: string; "state-dir"?: string; help?: boolean }
+  try {
+    values = parseArgs({
+      args: [...argv],
+      options: {
+        json: { type: "boolean" },
+        backend: { type: "string" },
+        "state-dir": { type: "string" },
+        help: { type: "boolean", short: "h" }
+      },
+      strict: true,
+      allowPositionals: false
+    }).values
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n${INSPECT_USAGE}\n`)
+    return 2
+  }
+  if (values.help === true) {
+    process.stdout.write(`${INSPECT_USAGE}\n`)
+    return 0
+  }
+  const backend = values.backend
+  if (backend !== undefined && backend !== "iptables" && backend !== "nftables") {
+    process.stderr.write(`--backend must be iptables or nftables, got ${JSON.stringify(backend)}\n`)
+    return 2
+  }
+  const [{ Effect, Layer }, { inspect, formatInspect }, { DEFAULT_STATE_DIR }, { stderrLogging }, live] =
+    await Promise.all([
+      import("effect"),
+      import("../src/programs/inspect.ts"),
+      import("../src/domain/Config.ts"),
+      import("../src/interpreters/live/Logging.ts"),
+      liveLayers()
+    ])
+  const exit = await Effect.runPromiseExit(
+    inspect(values["state-dir"] ?? DEFAULT_STATE_DIR, backend).pipe(
+      Effect.provide(Layer.mergeAll(live.NetfilterLive.layer(), live.AttachmentStoreFiles.layer)),
+      Effect.provide(stderrLogging)
+    )
+  )
+  if (exit._tag === "Failure") {
+    const { Cause } = await import("effect")
+    const error = Cause.squash(exit.cause)
+    process.stderr.write(
+      `inspect failed: ${error instanceof Error ? error.message || String(error) : String(error)}\n`
+    )
+    return 1
+  }
+  process.stdout.write(
+    values.json === true ? `${JSON.stringify(exit.value, null, 2)}\n` : `${formatInspect(exit.value)}\n`
+  )
+  return 0
+}
+
+const runSubcommand = async (argv: ReadonlyArray<string>): Promise<number> => {
+  const [sub, ...rest] = argv
+  switch (sub) {
+    case "node-setup": {
+      const { runNodeSetup } = await import("./nodeSetupCli.ts")
+      return runNodeSetup(rest)
+    }
+    case "install": {
+      const { runInstall } = await import("./installCli.ts")
+      return runInstall(rest)
+    }
+    case "inspect":
+      return runInspect(rest)
+    case "doctor": {
+      const { runDoctor } = await import("./doctorCli.ts")
+      return runDoctor(rest)
+    }
+    case "--version":
+    case "version":
+      process.stdout.write(`tenant-routing-wrapper ${version()}\n`)
+      return 0
+    case "--help":
+    case "-h":
+    case "help":
+      process.stdout.write(`${USAGE}\n`)
+      return 0
+    case undefined:
+      // Like the reference plugins run by hand: say what this is, on stderr, and fail.
+      process.stderr.write(`tenant-routing-wrapper ${version()}: CNI_COMMAND is not set\n${USAGE}\n`)
+      return 2
+    default:
+      process.stderr.write(`unknown subcommand ${JSON.stringify(sub)}\n${USAGE}\n`)
+      return 2
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Runs the chosen mode; in a snapshot-based executable this is the deserialized main function. */
+const start = (): void => {
+  if (process.env.CNI_COMMAND !== undefined) {
+    // Before any other module runs: whatever prints with console.log lands on stderr.
+    const toStderr = (...args: Array<unknown>) => {
+      process.stderr.write(`${format(...args)}\n`)
+    }
+    console.log = toStderr
+    console.info = toStderr
+    console.debug = toStderr
+    console.dir = toStderr
+    console.table = toStderr
+    void runCniMode()
+  } else {
+    runSubcommand(process.argv.slice(2)).then(
+      (code) => {
+        process.exitCode = code
+      },
+      (e: unknown) => {
+        process.stderr.write(
+          `tenant-routing-wrapper: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`
+        )
+        process.exitCode = 1
+      }
+    )
+  }
+}
+
+if (startupSnapshot.isBuildingSnapshot()) {
+  // Building the executable's start-up snapshot (scripts/build.ts): evaluate every module a CNI
+  // call needs now, so each call starts from an initialised heap instead of running them again.
+  // Only module initialisation happens here; no stdio, environment or clock is read.
+  startupSnapshot.setDeserializeMainFunction(start)
+  void Promise.all([
+    import("effect"),
+    import("../src/programs/dispatch.ts"),
+    import("../src/interpreters/live/Logging.ts"),
+    liveLayers()
+  ])
+} else {
+  start()
+}
