@@ -1,0 +1,440 @@
+/**
+ * Shared parts of the integration suites: prerequisites (skip without root or tools, fail instead under
+ * TRW_REQUIRE_INTEGRATION=1), the built executable (built once, under a lock, when missing or older than
+ * the sources), conflists, and readers of what the kernel and the disk actually hold — read with the
+ * system tools directly, never through the plugin's own interpreters, so the tests check the plugin
+ * against the kernel rather than against itself.
+ *
+ * Everything here runs commands inside namespaces made by scripts/sim (the node namespace), never in the
+ * root namespace.
+ */
+import { spawnSync } from "node:child_process"
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync
+} from "node:fs"
+import { isIP } from "node:net"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import type { Conflist, PluginConf } from "../../scripts/sim/cniRuntime.ts"
+import { execIn, hasTool, isRoot, mustIn } from "../../scripts/sim/netns.ts"
+
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url))
+export const DIST_DIR = join(ROOT, "dist")
+export const BINARY = join(DIST_DIR, "tenant-routing-wrapper")
+export const SYSTEM_CNI = "/usr/lib/cni"
+export const ANNOTATION = "tenant.routing/fwmark"
+export const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations"
+export const VERSIONS = ["0.4.0", "1.0.0", "1.1.0"] as const
+export type Version = (typeof VERSIONS)[number]
+export type Backend = "iptables" | "nftables"
+
+// ---------------------------------------------------------------------------------------------------
+// Prerequisites
+
+/** What is missing for the integration suites (empty: they can run). */
+export const missingPrerequisites = (): ReadonlyArray<string> => {
+  const missing: Array<string> = []
+  if (!isRoot()) missing.push("root")
+  const tools: ReadonlyArray<[string, ReadonlyArray<string>]> = [
+    ["ip", ["-V"]],
+    ["iptables", ["--version"]],
+    ["ip6tables", ["--version"]],
+    ["iptables-save", ["--version"]],
+    ["nft", ["--version"]],
+    ["bash", ["--version"]],
+    ["timeout", ["--version"]],
+    ["openssl", ["version"]],
+    ["sysctl", ["--version"]]
+  ]
+  for (const [tool, args] of tools) if (!hasTool(tool, args)) missing.push(tool)
+  for (const plugin of ["ptp", "host-local", "portmap"])
+    if (!existsSync(join(SYSTEM_CNI, plugin))) missing.push(`${SYSTEM_CNI}/${plugin}`)
+  if (isRoot() && spawnSync("ip", ["netns", "list"], { stdio: "ignore" }).status !== 0)
+    missing.push("ip netns")
+  return missing
+}
+
+/** CI sets TRW_REQUIRE_INTEGRATION=1: a missing prerequisite is then a failure, not a skip. */
+export const integrationRequired = process.env.TRW_REQUIRE_INTEGRATION === "1"
+
+// ---------------------------------------------------------------------------------------------------
+// The executable
+
+const newestMtime = (path: string): number => {
+  let st: ReturnType<typeof statSync>
+  try {
+    st = statSync(path)
+  } catch {
+    return 0
+  }
+  if (!st.isDirectory()) return st.mtimeMs
+  let newest = st.mtimeMs
+  for (const entry of readdirSync(path)) {
+    if (entry === "node_modules") continue
+    newest = Math.max(newest, newestMtime(join(path, entry)))
+  }
+  return newest
+}
+
+/** The inputs of the build: if any is newer than the executable, it is rebuilt. */
+const sourcesMtime = () =>
+  Math.max(...["src", "bin", "package-lock.json", "scripts/build.ts"].map((p) => newestMtime(join(ROOT, p))))
+
+const isFresh = () => existsSync(BINARY) && statSync(BINARY).mtimeMs >= sourcesMtime()
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Builds dist/tenant-routing-wrapper with `bash scripts/run.sh build` when it is missing or older than the
+ * sources. Several suites start at once, so the build runs under a lock directory (mkdir is atomic); the
+ * others wait for it and then find the executable fresh. A lock whose holder died is taken over.
+ */
+export const ensureBinary = async (): Promise<string> => {
+  if (isFresh()) return BINARY
+  const lock = join(ROOT, "node_modules", ".trw-integration-build.lock")
+  const deadline = Date.now() + 8 * 60_000
+  for (;;) {
+    try {
+      mkdirSync(lock)
+      writeFileSync(join(lock, "pid"), String(process.pid))
+      break
+    } catch {
+      let holder = Number.NaN
+      try {
+        holder = Number(readFileSync(join(lock, "pid"), "utf8"))
+      } catch {
+        // being created or removed
+      }
+      let alive = true
+      if (Number.isInteger(holder)) {
+        try {
+          process.kill(holder, 0)
+        } catch {
+          alive = false
+        }
+      }
+      if (!alive) rmSync(lock, { recursive: true, force: true })
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the build lock ${lock}`)
+      await sleep(500)
+    }
+  }
+  try {
+    if (isFresh()) return BINARY
+    const r = spawnSync("bash", [join(ROOT, "scripts", "run.sh"), "build"], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 8 * 60_000
+    })
+    if (r.status !== 0 || !existsSync(BINARY))
+      throw new Error(
+        `bash scripts/run.sh build failed (exit ${r.status}):\n${r.stderr}\n${r.stdout}`.slice(0, 8000)
+      )
+    return BINARY
+  } finally {
+    rmSync(lock, { recursive: true, force: true })
+  }
+}
+
+/** The environment a container runtime on a node gives plugins: system paths only, no Node toolchain. */
+export const NODE_ENV: Readonly<Record<string, string>> = {
+  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+export interface InstalledPlugin {
+  /** The command line of the executable (for `node-setup`). */
+  readonly argv: ReadonlyArray<string>
+  /** CNI_PATH: `binDir` (the executable alone, like /opt/cni/bin) and the system plugins. */
+  readonly cniPath: ReadonlyArray<string>
+  /** The runtime's `commands` override (development mode only). */
+  readonly commands: Readonly<Record<string, ReadonlyArray<string>>>
+}
+
+/**
+ * Installs the plugin into `binDir` the way the DaemonSet does: the built executable copied there alone
+ * (so nothing next to it in dist/ can help it). For development only, TRW_INTEGRATION_COMMAND (a JSON
+ * array, e.g. `["node","bin/tenant-routing-wrapper.ts"]`) runs that command line instead and skips the
+ * build.
+ */
+export const installPlugin = async (binDir: string): Promise<InstalledPlugin> => {
+  const cniPath = [binDir, SYSTEM_CNI]
+  const dev = process.env.TRW_INTEGRATION_COMMAND
+  if (dev !== undefined && dev !== "") {
+    const argv = JSON.parse(dev) as ReadonlyArray<string>
+    return { argv, cniPath, commands: { "tenant-routing-wrapper": argv } }
+  }
+  const installed = join(binDir, "tenant-routing-wrapper")
+  copyFileSync(await ensureBinary(), installed)
+  chmodSync(installed, 0o755)
+  return { argv: [installed], cniPath, commands: {} }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A chained plugin that speaks 1.1.0
+
+/**
+ * The Debian plugins (portmap included) speak at most 1.0.0 and refuse a 1.1.0 config, so a 1.1.0
+ * conflist needs another plugin after ours: `trw-next`, a pass-through chained plugin (as Cilium's
+ * chained mode is, for our purposes) that requires a `prevResult` of the conflist's version on ADD and
+ * CHECK and prints it back. It is written into `dir` with the Node binary as interpreter.
+ */
+export const NEXT_PLUGIN = "trw-next"
+
+export const writeNextPlugin = (dir: string, node = process.execPath): string => {
+  const source = `#!${node}
+"use strict"
+const fs = require("node:fs")
+const fail = (code, msg) => { process.stdout.write(JSON.stringify({ cniVersion: "1.1.0", code, msg })); process.exit(1) }
+const command = process.env.CNI_COMMAND
+let conf = {}
+try { conf = JSON.parse(fs.readFileSync(0, "utf8") || "{}") } catch { fail(6, "stdin is not JSON") }
+const supported = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+if (command === "VERSION") { process.stdout.write(JSON.stringify({ cniVersion: "1.1.0", supportedVersions: supported })); process.exit(0) }
+if (!supported.includes(conf.cniVersion)) fail(1, "incompatible CNI version " + conf.cniVersion)
+if (command === "ADD" || command === "CHECK") {
+  const prev = conf.prevResult
+  if (typeof prev !== "object" || prev === null) fail(7, "no prevResult")
+  if (prev.cniVersion !== conf.cniVersion) fail(7, "prevResult is " + prev.cniVersion + ", config " + conf.cniVersion)
+  if (command === "ADD") process.stdout.write(JSON.stringify(prev))
+}
+process.exit(0)
+`
+  const path = join(dir, NEXT_PLUGIN)
+  writeFileSync(path, source)
+  chmodSync(path, 0o755)
+  return path
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Conflists
+
+export interface WrapperConfOptions {
+  readonly version: string
+  readonly name: string
+  readonly backend?: Backend
+  readonly kubeconfig: string
+  readonly stateDir: string
+  readonly logFile?: string
+  readonly dataDir: string
+  /** host-local ranges; a second entry makes pods dual-stack. */
+  readonly ranges: ReadonlyArray<ReadonlyArray<Record<string, string>>>
+  /** Declare the pod-annotations capability (the runtime then passes annotations in runtimeConfig). */
+  readonly podAnnotationsCapability?: boolean
+}
+
+/** Our plugin (wrapper mode: delegate ptp + host-local) followed by portmap, or `trw-next` for 1.1.0. */
+export const tenantConflist = (o: WrapperConfOptions): Conflist => {
+  const dualStack = o.ranges.length > 1
+  const wrapper: PluginConf = {
+    type: "tenant-routing-wrapper",
+    ...(o.podAnnotationsCapability === true ? { capabilities: { [POD_ANNOTATIONS]: true } } : {}),
+    kubeconfig: o.kubeconfig,
+    ...(o.backend === undefined ? {} : { backend: o.backend }),
+    stateDir: o.stateDir,
+    ...(o.logFile === undefined ? {} : { logFile: o.logFile, logLevel: "info" }),
+    delegate: {
+      type: "ptp",
+      ipam: {
+        type: "host-local",
+        dataDir: o.dataDir,
+        ranges: o.ranges,
+        routes: dualStack ? [{ dst: "0.0.0.0/0" }, { dst: "::/0" }] : [{ dst: "0.0.0.0/0" }]
+      }
+    }
+  }
+  return {
+    cniVersion: o.version,
+    name: o.name,
+    plugins: [wrapper, { type: o.version === "1.1.0" ? NEXT_PLUGIN : "portmap" }]
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The kernel's marks, read with the system tools in the node namespace
+
+export interface KernelEntry {
+  readonly backend: Backend
+  readonly family: 4 | 6
+  readonly ip: string
+  readonly mark: number
+  readonly mask: number
+  readonly owner: string
+  /** iptables: the rule's position in TRW-MARK (1-based), for removal by hand; nft: the set's name. */
+  readonly handle: string
+}
+
+/** Canonical text of an address (so `fd00:200::0:2` and `fd00:200::2` compare equal). */
+export const canonicalIp = (ip: string): string => {
+  if (isIP(ip) !== 6) return ip
+  return new URL(`http://[${ip}]/`).hostname.slice(1, -1)
+}
+
+/** Parses the TRW-MARK rules of `iptables-save -t mangle` output. */
+export const parseIptablesSave = (text: string, family: 4 | 6): ReadonlyArray<KernelEntry> => {
+  const entries: Array<KernelEntry> = []
+  let position = 0
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("-A TRW-MARK ")) continue
+    position++
+    const src = /(?:^|\s)-s (\S+)/.exec(line)?.[1]
+    const comment = /--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))/.exec(line)
+    const xmark = /--set-xmark (0x[0-9a-fA-F]+)\/(0x[0-9a-fA-F]+)/.exec(line)
+    if (src === undefined || comment === null || xmark === null || !/--ctdir ORIGINAL/.test(line))
+      throw new Error(`unexpected TRW-MARK rule: ${line}`)
+    entries.push({
+      backend: "iptables",
+      family,
+      ip: canonicalIp(src.split("/")[0]!),
+      mark: Number(xmark[1]),
+      mask: Number(xmark[2]),
+      owner: comment[1] ?? comment[2]!,
+      handle: String(position)
+    })
+  }
+  return entries
+}
+
+/** Reads both families' TRW-MARK rules, and whether PREROUTING's first rule jumps to it. */
+export const iptablesState = async (
+  ns: string
+): Promise<{ entries: ReadonlyArray<KernelEntry>; jumpFirst: { 4: boolean; 6: boolean } }> => {
+  const entries: Array<KernelEntry> = []
+  const jumpFirst = { 4: false, 6: false }
+  for (const family of [4, 6] as const) {
+    const text = await mustIn(ns, family === 4 ? "iptables-save" : "ip6tables-save", ["-t", "mangle"])
+    entries.push(...parseIptablesSave(text, family))
+    const first = text.split("\n").find((l) => l.startsWith("-A PREROUTING "))
+    jumpFirst[family] = first !== undefined && /-j TRW-MARK\s*$/.test(first)
+  }
+  return { entries, jumpFirst }
+}
+
+type NftObject = Record<string, Record<string, unknown>>
+
+/** Reads `table inet tenant_routing`: set elements as entries, and the rule text of the chain. */
+export const nftState = async (
+  ns: string
+): Promise<{ exists: boolean; entries: ReadonlyArray<KernelEntry>; rules: ReadonlyArray<string> }> => {
+  const r = await execIn(ns, "nft", ["-j", "list", "table", "inet", "tenant_routing"])
+  if (r.code !== 0) {
+    if (/No such file or directory|does not exist/i.test(r.stderr))
+      return { exists: false, entries: [], rules: [] }
+    throw new Error(`nft -j list table: ${r.stderr}`)
+  }
+  const doc = JSON.parse(r.stdout) as { nftables: ReadonlyArray<NftObject> }
+  const entries: Array<KernelEntry> = []
+  for (const item of doc.nftables) {
+    const set = item.set as { name: string; elem?: ReadonlyArray<unknown> } | undefined
+    if (set === undefined) continue
+    const m = /^m([0-9a-f]+)_v([46])$/.exec(set.name)
+    if (m === null) continue
+    for (const el of set.elem ?? []) {
+      const e = (
+        typeof el === "object" && el !== null && "elem" in el ? (el as { elem: unknown }).elem : el
+      ) as string | { val: string; comment?: string }
+      const val = typeof e === "string" ? e : e.val
+      const comment = typeof e === "string" ? "" : (e.comment ?? "")
+      entries.push({
+        backend: "nftables",
+        family: m[2] === "4" ? 4 : 6,
+        ip: canonicalIp(val),
+        mark: Number.parseInt(m[1]!, 16),
+        mask: Number.NaN,
+        owner: comment,
+        handle: set.name
+      })
+    }
+  }
+  const text = await mustIn(ns, "nft", ["list", "chain", "inet", "tenant_routing", "prerouting"])
+  const rules = text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.includes("meta mark set"))
+  return { exists: true, entries, rules }
+}
+
+/** Every entry of both backends whose owner tag belongs to `network`. */
+export const entriesOf = async (ns: string, network: string): Promise<ReadonlyArray<KernelEntry>> => {
+  const [ipt, nft] = await Promise.all([iptablesState(ns), nftState(ns)])
+  return [...ipt.entries, ...nft.entries].filter((e) => e.owner.startsWith(`${network}/`))
+}
+
+/** Removes one entry by hand, the way an operator (or a stray script) would. */
+export const removeEntryByHand = async (ns: string, entry: KernelEntry): Promise<void> => {
+  if (entry.backend === "iptables")
+    await mustIn(ns, entry.family === 4 ? "iptables" : "ip6tables", [
+      "-t",
+      "mangle",
+      "-D",
+      "TRW-MARK",
+      entry.handle
+    ])
+  else
+    await mustIn(ns, "nft", ["delete", "element", "inet", "tenant_routing", entry.handle, `{ ${entry.ip} }`])
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Disk: state records and host-local leases
+
+export interface StateRecord {
+  readonly owner: string
+  readonly tenant: string | null
+  readonly mark: number | null
+  readonly ips: ReadonlyArray<string>
+  readonly backend: string
+}
+
+export const recordPath = (stateDir: string, network: string, containerId: string, ifname: string) =>
+  join(stateDir, network, containerId, `${ifname}.json`)
+
+export const readRecord = (
+  stateDir: string,
+  network: string,
+  containerId: string,
+  ifname: string
+): StateRecord | undefined => {
+  const path = recordPath(stateDir, network, containerId, ifname)
+  return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as StateRecord) : undefined
+}
+
+/** The attachment directories left under `<stateDir>/<network>`. */
+export const recordDirs = (stateDir: string, network: string): ReadonlyArray<string> => {
+  const dir = join(stateDir, network)
+  return existsSync(dir) ? readdirSync(dir) : []
+}
+
+/** The IPs host-local holds a lease for in `<dataDir>/<network>` (one file per address). */
+export const leases = (dataDir: string, network: string): ReadonlyArray<string> => {
+  const dir = join(dataDir, network)
+  return existsSync(dir) ? readdirSync(dir).filter((f) => isIP(f) !== 0) : []
+}
+
+/** The JSON lines of a log file (unparsable lines are returned as strings, to fail an assertion). */
+export const logLines = (path: string): ReadonlyArray<unknown> =>
+  existsSync(path)
+    ? readFileSync(path, "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => {
+          try {
+            return JSON.parse(l) as unknown
+          } catch {
+            return l
+          }
+        })
+    : []
+
+/** Median of a list of durations, rounded to the millisecond. */
+export const median = (values: ReadonlyArray<number>): number => {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return Math.round(sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2)
+}
