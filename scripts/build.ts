@@ -128,8 +128,51 @@ const must = (argv: ReadonlyArray<string>, options: { input?: string; env?: Node
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * The Kubernetes client (and undici, js-yaml, ... behind it) is four fifths of the code but only
+ * calls with a kubeconfig use it. It is bundled on its own and shipped as a SEA asset, which the
+ * main bundle compiles on first use: the start-up snapshot, deserialized by every call, stays small.
+ */
+const K8S_ASSET = "kubernetes-client-node.cjs"
+const workK8s = join(work, K8S_ASSET)
+const k8sFromAsset = {
+  name: "kubernetes-client-from-sea-asset",
+  setup(b: import("esbuild").PluginBuild) {
+    b.onResolve({ filter: /^@kubernetes\/client-node$/ }, () => ({ path: K8S_ASSET, namespace: "sea-asset" }))
+    b.onLoad({ filter: /.*/, namespace: "sea-asset" }, () => ({
+      loader: "js" as const,
+      contents: [
+        'const { getAsset } = require("node:sea")',
+        'const Module = require("node:module")',
+        `const m = new Module("/${K8S_ASSET}")`,
+        `m.filename = "/${K8S_ASSET}"`,
+        "m.paths = []",
+        `m._compile(getAsset(${JSON.stringify(K8S_ASSET)}, "utf8"), m.filename)`,
+        "module.exports = m.exports"
+      ].join("\n")
+    }))
+  }
+}
+
+const bundleK8s = async () => {
+  await build({
+    entryPoints: [join(root, "node_modules/@kubernetes/client-node/dist/index.js")],
+    outfile: workK8s,
+    bundle: true,
+    platform: "node",
+    target: "node24",
+    format: "cjs",
+    minify: true,
+    packages: "bundle",
+    legalComments: "none",
+    logLevel: "warning"
+  })
+}
+
 const bundle = async (version: string) => {
+  await bundleK8s()
   const result = await build({
+    plugins: [k8sFromAsset],
     entryPoints: [join(root, "bin/tenant-routing-wrapper.ts")],
     outfile: workBundle,
     bundle: true,
@@ -206,6 +249,7 @@ const makeExecutable = (arch: Arch, options: SeaOptions, out: string, strip: boo
     JSON.stringify({
       main: workBundle,
       output: blob,
+      assets: { [K8S_ASSET]: workK8s },
       disableExperimentalSEAWarning: true,
       useCodeCache: options.useCodeCache,
       useSnapshot: options.useSnapshot

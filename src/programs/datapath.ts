@@ -35,7 +35,9 @@ export const listAll = Effect.fn("listAll")(function* () {
       .pipe(
         Effect.catch((e) => Effect.flatMap(nf.usable(b), (ok) => (ok ? Effect.fail(e) : Effect.succeed([]))))
       )
-  return yield* Effect.forEach(BACKENDS, (b) => Effect.map(listOne(b), (list) => [b, list] as const))
+  return yield* Effect.forEach(BACKENDS, (b) => Effect.map(listOne(b), (list) => [b, list] as const), {
+    concurrency: "unbounded"
+  })
 })
 
 /**
