@@ -1,30 +1,25 @@
 /**
- * `doctor`'s decisions (src/domain/Diagnosis.ts) on facts given as data: each check's verdicts, and
+ * `doctor`'s decisions (src/domain/doctor/) on facts given as data: each check's verdicts, and
  * laws under fast-check — facts that match node-setup's plan give no warning, every tenant whose rule
  * is missing is named, a mark clash is reported exactly when markMask overlaps a present user's bits.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import type { AttachmentRecord } from "../src/domain/AttachmentRecord.ts"
+import { type CheckResult, exitCodeOf } from "../src/domain/doctor/CheckResult.ts"
+import { parseHostRouting } from "../src/domain/doctor/CiliumChecks.ts"
+import { diagnose } from "../src/domain/doctor/Diagnose.ts"
+import { disagreements, loadConfig, pickConflist } from "../src/domain/doctor/DoctorConfig.ts"
 import {
   type ApiFact,
-  type CheckResult,
   type DoctorFacts,
-  diagnose,
-  disagreements,
-  exitCodeOf,
-  ipv4GatewaysToProbe,
   type LoadedConfig,
-  loadConfig,
-  markUsers,
-  parseHostRouting,
-  pickConflist,
-  presenceOf,
   type RpFacts,
-  sysctlKey,
-  tablesToRead,
   unreadable
-} from "../src/domain/Diagnosis.ts"
+} from "../src/domain/doctor/Facts.ts"
+import { markUsers, presenceOf } from "../src/domain/doctor/MarkUsers.ts"
+import { ipv4GatewaysToProbe, sysctlKey } from "../src/domain/doctor/ReversePathChecks.ts"
+import { tablesToRead } from "../src/domain/doctor/RoutingChecks.ts"
 import type { MarkEntry } from "../src/domain/Entries.ts"
 import { and32, formatMark, or32 } from "../src/domain/Mark.ts"
 import type { NetfilterInventory } from "../src/domain/NodeFacts.ts"

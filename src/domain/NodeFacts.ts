@@ -4,7 +4,7 @@
  * through, what other software installed in netfilter, which CNI binaries exist, and what Cilium
  * says about itself. Read-only: no method changes anything.
  *
- * `Diagnosis.ts` decides what the facts mean; interpreters only read them
+ * `doctor/Diagnose.ts` decides what the facts mean; interpreters only read them
  * (`live/NodeFactsLinux.ts` on /proc, iproute2, iptables-save and nft; `memory/NodeFactsMemory.ts`).
  */
 import { Context, type Effect, Schema } from "effect"

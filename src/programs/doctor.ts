@@ -1,9 +1,9 @@
 /**
  * `tenant-routing-wrapper doctor` (PRODUCT.md §7): gather what the node looks like through the
- * services, then let `Diagnosis.diagnose` judge it. Reads top to bottom: load the tenants file and
- * the installed conflist, read rules and the tenant tables, then everything else concurrently —
- * backends, entries, records, reverse-path sysctls, netfilter inventory, CNI binaries, Cilium's
- * status, and one namespace read with the configured identity.
+ * services, then let `diagnose` (domain/doctor/Diagnose.ts) judge it. Reads top to bottom: load the
+ * tenants file and the installed conflist, read rules and the tenant tables, then everything else
+ * concurrently — backends, entries, records, reverse-path sysctls, netfilter inventory, CNI binaries,
+ * Cilium's status, and one namespace read with the configured identity.
  *
  * Nothing here changes the node, and nothing fails: a fact that cannot be read becomes `Unreadable`
  * with the reason, and the diagnosis reports it (usually as a warning), so one broken tool never
@@ -14,24 +14,22 @@ import { Effect, FileSystem, Path } from "effect"
 import { AnnotationSource } from "../domain/AnnotationSource.ts"
 import { AttachmentStore } from "../domain/AttachmentStore.ts"
 import type { Backend } from "../domain/Config.ts"
+import { type CheckResult, exitCodeOf, summaryOf } from "../domain/doctor/CheckResult.ts"
+import { ciliumPresent } from "../domain/doctor/CiliumChecks.ts"
+import { diagnose } from "../domain/doctor/Diagnose.ts"
+import { loadConfig } from "../domain/doctor/DoctorConfig.ts"
 import {
   type ApiFact,
-  type CheckResult,
-  ciliumPresent,
   type DoctorFacts,
-  diagnose,
-  exitCodeOf,
   type Fact,
-  ipv4GatewaysToProbe,
   type LoadedConfig,
-  loadConfig,
   type PluginSettings,
   type RpFacts,
-  summaryOf,
   type TenantSource,
-  tablesToRead,
   unreadable
-} from "../domain/Diagnosis.ts"
+} from "../domain/doctor/Facts.ts"
+import { ipv4GatewaysToProbe } from "../domain/doctor/ReversePathChecks.ts"
+import { tablesToRead } from "../domain/doctor/RoutingChecks.ts"
 import { formatMark } from "../domain/Mark.ts"
 import { Netfilter } from "../domain/Netfilter.ts"
 import { NodeFacts } from "../domain/NodeFacts.ts"
