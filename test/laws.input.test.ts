@@ -17,6 +17,8 @@ const badConfigArb: fc.Arbitrary<readonly [Record<string, unknown>, number]> = f
   fc.constantFrom<readonly [Record<string, unknown>, number]>(
     [{ tenants: { a: { mark: 0 } } }, 7],
     [{ tenants: { a: { mark: "0x100000000" } } }, 7],
+    [{ tenants: { a: { mark: "0xffffffff" } } }, 7],
+    [{ tenants: { a: { mark: 4294967295 } }, markMask: "0xffffffff" }, 7],
     [{ tenants: { a: { mark: -1 } } }, 7],
     [{ tenants: { a: { mark: 1.5 } } }, 7],
     [{ tenants: { a: { mark: "0x10" }, b: { mark: 16 } } }, 7],
