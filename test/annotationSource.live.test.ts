@@ -1,6 +1,6 @@
 /**
- * The AnnotationSource contract against the live interpreter: the real `@kubernetes/client-node`
- * talking HTTPS to the test API server, authenticated with a ServiceAccount-style token kubeconfig.
+ * The AnnotationSource contract against the live interpreter: a ServiceAccount-style token kubeconfig
+ * interpreted by the real `@kubernetes/client-node` KubeConfig, and GETs over HTTPS to the test API server.
  * One server serves the whole file; each test's setup loads its state and resets RBAC and faults.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"

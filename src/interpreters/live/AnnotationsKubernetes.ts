@@ -1,7 +1,8 @@
 /**
- * The live `AnnotationSource`: reads pods and namespaces from the Kubernetes API with the unmodified
- * `@kubernetes/client-node`, authenticated the way the kubeconfig says (bearer `token`, ServiceAccount
- * style `token-file`, kubeadm-style client certificate files or inline data; CA inline or as a file).
+ * The live `AnnotationSource`: reads pods and namespaces from the Kubernetes API, authenticated the
+ * way the kubeconfig says (bearer `token`, ServiceAccount style `token-file`, kubeadm-style client
+ * certificate files or inline data; CA inline or as a file). The kubeconfig is loaded and interpreted
+ * by the unmodified `KubeConfig` of `@kubernetes/client-node`; the two GETs are made with `node:https`.
  *
  * What it decides (PRODUCT.md §2, §3):
  * - `connect`: a kubeconfig file that does not exist is TryAgainLater (11) — a DaemonSet may not have
@@ -11,19 +12,31 @@
  *   refused or reset connections, TLS failures, a certificate or CA file that cannot be read, a
  *   malformed response) → ApiUnavailable. A found object without annotations reads as `{}`.
  *
- * Start-up cost: every pod start runs a fresh process, and loading client-node takes most of a second,
- * so the module is imported only inside `connect`, after the kubeconfig is known to exist; calls
- * without a kubeconfig never load it. client-node has no timeout setting: each read passes the fiber's
- * AbortSignal to the request through a per-call middleware, so interrupting the read (the caller's
- * `apiTimeout` deadline) aborts the HTTP request.
+ * Start-up cost: every pod start runs a fresh process, and most of what a call with a kubeconfig used
+ * to spend was loading client-node (its index drags in 3 MB of generated API models and undici) and
+ * making a TLS connection per read. So:
+ * - only `KubeConfig` is loaded (`@kubernetes/client-node/dist/config.js`; the package has no
+ *   "exports" map, so the deep import is allowed), and only inside `connect`, after the kubeconfig is
+ *   known to exist; calls without a kubeconfig never load it. The executable ships it as a SEA asset of
+ *   its own, with a V8 code cache (scripts/build.ts).
+ * - each read asks `kc.applyToHTTPSOptions` for the TLS options and headers (as client-node does per
+ *   request: CA and client certificate files are read then), and sends a plain `GET` through ONE
+ *   keep-alive agent per reader, limited to one socket: the pod and namespace reads of a call share one
+ *   TLS handshake instead of making two, and a reconnect resumes the TLS session. (A cluster with a
+ *   `proxy-url` uses client-node's own proxy agent instead.)
+ * - only `metadata.annotations` of the response is decoded.
+ * Interrupting a read (the caller's `apiTimeout` deadline) aborts its HTTP request through the fiber's
+ * AbortSignal, which destroys the socket.
  *
  * Secrets: messages are built only from HTTP status codes, the API server's own `Status` text, error
- * codes and file paths — never from raw exception messages (undici quotes invalid header values, i.e.
- * tokens; js-yaml quotes the offending lines) and never from kubeconfig content.
+ * codes and file paths — never from raw exception messages (js-yaml quotes the offending lines; Node
+ * quotes host names and header names) and never from kubeconfig content.
  */
 import { statSync } from "node:fs"
-import type * as K8s from "@kubernetes/client-node"
-import { Data, Effect, Layer, Option, Schema } from "effect"
+import type * as Http from "node:http"
+import type * as Https from "node:https"
+import type { KubeConfig } from "@kubernetes/client-node/dist/config.js"
+import { Effect, Layer, Option, Schema } from "effect"
 import {
   type AnnotationReader,
   AnnotationSource,
@@ -33,13 +46,21 @@ import {
 } from "../../domain/AnnotationSource.ts"
 import { InvalidConfig, TryAgainLater } from "../../domain/Errors.ts"
 
-type Client = typeof K8s
+type ConfigModule = typeof import("@kubernetes/client-node/dist/config.js")
 
 /** The one place the client library is loaded; a failure is a broken installation, hence a defect. */
-const loadClient: Effect.Effect<Client> = Effect.promise(() => import("@kubernetes/client-node"))
+const loadConfigModule: Effect.Effect<ConfigModule> = Effect.promise(
+  () => import("@kubernetes/client-node/dist/config.js")
+)
 
-/** Internal marker for 404, turned into `undefined` before it leaves the reader. */
-class NotFound extends Data.TaggedError("NotFound")<{}> {}
+/**
+ * `node:http(s)` are fetched when a reader is made, not imported: this module is evaluated while the
+ * executable's start-up snapshot is built, and the HTTP parser binding cannot be in a snapshot.
+ */
+const httpModules = (): { readonly http: typeof Http; readonly https: typeof Https } => ({
+  http: process.getBuiltinModule("node:http"),
+  https: process.getBuiltinModule("node:https")
+})
 
 const invalid = (kubeconfig: string, message: string) =>
   new InvalidConfig({
@@ -95,8 +116,18 @@ const loadFailure = (kubeconfig: string, error: unknown): InvalidConfig | TryAga
   return invalid(kubeconfig, "cannot be loaded")
 }
 
+/** Where requests go: the cluster's server URL, which may carry a path prefix (e.g. a proxying gateway). */
+interface Server {
+  readonly secure: boolean
+  readonly hostname: string
+  readonly port: number | undefined
+  readonly pathPrefix: string
+  /** client-node's proxy agent is used instead of ours. */
+  readonly proxied: boolean
+}
+
 /** The current context must name a defined cluster with a usable server URL, and a defined user. */
-const checkCurrentContext = (kc: K8s.KubeConfig, kubeconfig: string): Effect.Effect<void, InvalidConfig> => {
+const checkCurrentContext = (kc: KubeConfig, kubeconfig: string): Effect.Effect<Server, InvalidConfig> => {
   const name = kc.getCurrentContext()
   if (typeof name !== "string" || name === "") return Effect.fail(invalid(kubeconfig, "no current-context"))
   const context = kc.getContextObject(name)
@@ -127,10 +158,21 @@ const checkCurrentContext = (kc: K8s.KubeConfig, kubeconfig: string): Effect.Eff
   const server = URL.parse(cluster.server)
   const usable =
     server !== null &&
+    server.hostname !== "" &&
     (server.protocol === "https:" || (server.protocol === "http:" && cluster.skipTLSVerify))
-  return usable
-    ? Effect.void
-    : Effect.fail(invalid(kubeconfig, `cluster ${JSON.stringify(cluster.name)}: server is not an https URL`))
+  if (!usable) {
+    return Effect.fail(
+      invalid(kubeconfig, `cluster ${JSON.stringify(cluster.name)}: server is not an https URL`)
+    )
+  }
+  return Effect.succeed({
+    secure: server.protocol === "https:",
+    // `[::1]` → `::1`: node:http wants the bare address.
+    hostname: server.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: server.port === "" ? undefined : Number(server.port),
+    pathPrefix: server.pathname.replace(/\/+$/, ""),
+    proxied: typeof cluster.proxyUrl === "string" && cluster.proxyUrl !== ""
+  })
 }
 
 /** A kube-apiserver error body (`v1 Status`); only its reason and message are shown. */
@@ -139,38 +181,35 @@ const decodeStatus = Schema.decodeUnknownOption(
     Schema.Struct({ reason: Schema.optionalKey(Schema.String), message: Schema.optionalKey(Schema.String) })
   )
 )
-const decodeAnnotations = Schema.decodeUnknownOption(Schema.Record(Schema.String, Schema.String))
+
+/** Of a Pod or Namespace only `metadata.annotations` is decoded; everything else is ignored. */
+const decodeObject = Schema.decodeUnknownOption(
+  Schema.fromJsonString(
+    Schema.Struct({
+      metadata: Schema.optionalKey(
+        Schema.Struct({
+          annotations: Schema.optionalKey(Schema.NullOr(Schema.Record(Schema.String, Schema.String)))
+        })
+      )
+    })
+  )
+)
 
 const MAX_STATUS_CHARS = 300
+/** Far above any object the API server stores (etcd's limit is 1.5 MiB). */
+const MAX_BODY_BYTES = 8 * 1024 * 1024
 
-const httpFailure = (code: number, body: unknown): string => {
-  const status = typeof body === "string" ? Option.getOrUndefined(decodeStatus(body)) : undefined
+const httpFailure = (code: number, body: string): string => {
+  // A 401 says nothing but "Unauthorized" (wrong or expired credentials): name it ourselves.
+  if (code === 401) return "HTTP 401 Unauthorized"
+  const status = Option.getOrUndefined(decodeStatus(body))
   const text = [status?.reason, status?.message].filter((s) => s !== undefined && s !== "").join(": ")
   const shown = text.length > MAX_STATUS_CHARS ? `${text.slice(0, MAX_STATUS_CHARS)}…` : text
-  // client-node drops the body of a 401 (wrong or expired credentials), so name it ourselves.
-  if (shown === "") return code === 401 ? "HTTP 401 Unauthorized" : `HTTP ${code}`
-  return `HTTP ${code} ${shown}`
+  return shown === "" ? `HTTP ${code}` : `HTTP ${code} ${shown}`
 }
 
-/** Maps whatever a read rejected with to the reader's vocabulary (see the file comment). */
-const classify = (client: Client, error: unknown): NotFound | ApiForbidden | ApiUnavailable => {
-  // Before any `.code`: a DOMException (abort, timeout) has a numeric `code` too.
-  if (error instanceof client.ApiException) {
-    const code = (error as K8s.ApiException<unknown>).code
-    if (code === 404) return new NotFound()
-    const msg = httpFailure(code, (error as K8s.ApiException<unknown>).body)
-    return code === 403 ? new ApiForbidden({ msg }) : new ApiUnavailable({ msg })
-  }
-  if (error instanceof DOMException) {
-    return new ApiUnavailable({ msg: `request aborted (${error.name})` })
-  }
-  if (error instanceof TypeError && error.message === "fetch failed") {
-    // undici's transport failures: the cause carries the code (ECONNREFUSED, UND_ERR_SOCKET, TLS codes).
-    const cause = errnoOf(error.cause)?.code
-    return new ApiUnavailable({
-      msg: `cannot reach the API server${cause === undefined ? "" : ` (${cause})`}`
-    })
-  }
+/** Why preparing a request (reading CA and certificate files, running an auth plugin) failed. */
+const prepareFailure = (error: unknown): ApiUnavailable => {
   const errno = errnoOf(error)
   if (errno !== undefined) {
     // e.g. a `certificate-authority` or `client-certificate` file, read per request, is missing.
@@ -184,39 +223,132 @@ const classify = (client: Client, error: unknown): NotFound | ApiForbidden | Api
   return new ApiUnavailable({ msg: `request failed (${error instanceof Error ? error.name : typeof error})` })
 }
 
-/** Per-call options that hand `signal` to the request; "append" keeps the client's own middleware. */
-const withSignal = (client: Client, signal: AbortSignal): K8s.ConfigurationOptions => ({
-  middleware: [
-    {
-      pre: (context) => {
-        context.setSignal(signal)
-        return new client.Observable(Promise.resolve(context))
-      },
-      post: (response) => new client.Observable(Promise.resolve(response))
+/** Why the request itself failed: only the error's code (ECONNREFUSED, ECONNRESET, TLS codes) is shown. */
+const transportFailure = (error: unknown): ApiUnavailable => {
+  if (error instanceof Error && error.name === "AbortError") {
+    return new ApiUnavailable({ msg: "request aborted (AbortError)" })
+  }
+  const code = errnoOf(error)?.code
+  return new ApiUnavailable({ msg: `cannot reach the API server${code === undefined ? "" : ` (${code})`}` })
+}
+
+interface Response {
+  readonly status: number
+  readonly body: string
+}
+
+/** A failure that is not the transport's: a response larger than MAX_BODY_BYTES, or a request Node refused to make. */
+class RequestFailed extends Error {
+  readonly reason: string
+  constructor(reason: string) {
+    super(reason)
+    this.reason = reason
+  }
+}
+
+/** One GET; resolves with the status and body text, rejects with the transport's error. */
+const get = (
+  client: typeof Http | typeof Https,
+  options: Https.RequestOptions,
+  signal: AbortSignal
+): Promise<Response> =>
+  new Promise((resolve, reject) => {
+    let request: Http.ClientRequest
+    try {
+      request = client.request({ ...options, method: "GET", signal }, (response) => {
+        const chunks: Array<Buffer> = []
+        let size = 0
+        response.on("data", (chunk: Buffer) => {
+          size += chunk.length
+          if (size > MAX_BODY_BYTES) {
+            reject(new RequestFailed("response too large"))
+            request.destroy()
+            return
+          }
+          chunks.push(chunk)
+        })
+        response.on("error", reject)
+        response.on("close", () => {
+          if (!response.complete)
+            reject(Object.assign(new Error("response cut short"), { code: "ECONNRESET" }))
+        })
+        response.on("end", () =>
+          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") })
+        )
+      })
+    } catch (error) {
+      // Invalid options, e.g. a header value with a newline (a `token-file` ending in one): only the code.
+      const code = errnoOf(error)?.code
+      reject(
+        new RequestFailed(`request failed (${code ?? (error instanceof Error ? error.name : "unknown")})`)
+      )
+      return
     }
-  ],
-  middlewareMergeStrategy: "append"
-})
+    request.on("error", reject)
+    request.end()
+  })
 
-type Read = (options: K8s.ConfigurationOptions) => Promise<{ metadata?: { annotations?: unknown } }>
+/** What a response means to the reader: 404 is `undefined`, 403 ApiForbidden, other non-2xx ApiUnavailable. */
+const interpret = (
+  response: Response
+): Effect.Effect<Annotations | undefined, ApiForbidden | ApiUnavailable> => {
+  const { status, body } = response
+  if (status === 404) return Effect.succeed(undefined)
+  if (status === 403) return Effect.fail(new ApiForbidden({ msg: httpFailure(status, body) }))
+  if (status < 200 || status > 299) return Effect.fail(new ApiUnavailable({ msg: httpFailure(status, body) }))
+  return Option.match(decodeObject(body), {
+    onNone: () => Effect.fail(new ApiUnavailable({ msg: "malformed object in the response" })),
+    onSome: (object) => Effect.succeed<Annotations | undefined>(object.metadata?.annotations ?? {})
+  })
+}
 
-const makeReader = (client: Client, api: K8s.CoreV1Api): AnnotationReader => {
-  const read = (call: Read): Effect.Effect<Annotations | undefined, ApiUnavailable | ApiForbidden> =>
+const makeReader = (kc: KubeConfig, server: Server): AnnotationReader => {
+  const { http, https } = httpModules()
+  const client = server.secure ? https : http
+  // One socket, kept alive: the concurrent pod and namespace reads queue for it, so a call makes one
+  // TLS handshake. Idle sockets are unref'd by the agent and never hold the process open.
+  const agent = new client.Agent({ keepAlive: true, maxSockets: 1 })
+  const read = (path: string): Effect.Effect<Annotations | undefined, ApiUnavailable | ApiForbidden> =>
     Effect.tryPromise({
-      try: (signal) => call(withSignal(client, signal)),
-      catch: (error) => classify(client, error)
+      // client-node's own per-request preparation: TLS material, Authorization and impersonation headers.
+      try: async () => {
+        const options: Https.RequestOptions = {}
+        await kc.applyToHTTPSOptions(options)
+        return options
+      },
+      catch: prepareFailure
     }).pipe(
-      Effect.flatMap((object) =>
-        Option.match(decodeAnnotations(object.metadata?.annotations ?? {}), {
-          onNone: () => Effect.fail(new ApiUnavailable({ msg: "malformed annotations in the response" })),
-          onSome: (annotations) => Effect.succeed<Annotations | undefined>(annotations)
+      Effect.flatMap((prepared) =>
+        Effect.tryPromise({
+          try: (signal) =>
+            get(
+              client,
+              {
+                ...prepared,
+                agent: server.proxied ? prepared.agent : agent,
+                hostname: server.hostname,
+                ...(server.port === undefined ? {} : { port: server.port }),
+                path: `${server.pathPrefix}${path}`,
+                headers: {
+                  ...prepared.headers,
+                  Accept: "application/json",
+                  "User-Agent": "tenant-routing-wrapper"
+                }
+              },
+              signal
+            ),
+          catch: (error) =>
+            error instanceof RequestFailed
+              ? new ApiUnavailable({ msg: error.reason })
+              : transportFailure(error)
         })
       ),
-      Effect.catchTag("NotFound", () => Effect.succeed(undefined))
+      Effect.flatMap(interpret)
     )
+  const segment = encodeURIComponent
   return {
-    pod: (namespace, name) => read((options) => api.readNamespacedPod({ namespace, name }, options)),
-    namespace: (name) => read((options) => api.readNamespace({ name }, options))
+    pod: (namespace, name) => read(`/api/v1/namespaces/${segment(namespace)}/pods/${segment(name)}`),
+    namespace: (name) => read(`/api/v1/namespaces/${segment(name)}`)
   }
 }
 
@@ -229,19 +361,15 @@ const connect = Effect.fn("AnnotationsKubernetes.connect")(function* (
     catch: (error) => loadFailure(kubeconfig, error)
   })
   if (stat === undefined) return yield* new TryAgainLater({ msg: `kubeconfig ${kubeconfig} not found` })
-  const client = yield* loadClient
-  const kc = new client.KubeConfig()
+  const { KubeConfig } = yield* loadConfigModule
+  const kc = new KubeConfig()
   // Reads the file and any `token-file` once; CA and client certificate files are read per request.
   yield* Effect.try({
     try: () => kc.loadFromFile(kubeconfig),
     catch: (error) => loadFailure(kubeconfig, error)
   })
-  yield* checkCurrentContext(kc, kubeconfig)
-  const api = yield* Effect.try({
-    try: () => kc.makeApiClient(client.CoreV1Api),
-    catch: (error) => loadFailure(kubeconfig, error)
-  })
-  return makeReader(client, api)
+  const server = yield* checkCurrentContext(kc, kubeconfig)
+  return makeReader(kc, server)
 })
 
 export const AnnotationsKubernetes: { readonly layer: Layer.Layer<AnnotationSource> } = {
