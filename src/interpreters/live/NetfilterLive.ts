@@ -28,8 +28,8 @@
 import * as NodeChildProcessSpawner from "@effect/platform-node/NodeChildProcessSpawner"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
-import { Clock, Data, Duration, Effect, Layer, Result, Stream } from "effect"
-import { ChildProcess, ChildProcessSpawner } from "effect/process"
+import { Clock, Data, Duration, Effect, Layer, Result } from "effect"
+import { ChildProcessSpawner } from "effect/process"
 import type { Backend } from "../../domain/Config.ts"
 import { byFamily, type Changes, invert, isEmpty, type MarkEntry } from "../../domain/Entries.ts"
 import { NetfilterFailed } from "../../domain/Errors.ts"
@@ -39,6 +39,7 @@ import { and32, isMarkValue } from "../../domain/Mark.ts"
 import { Netfilter } from "../../domain/Netfilter.ts"
 import * as Ipt from "./NetfilterIptables.ts"
 import * as Nft from "./NetfilterNftables.ts"
+import { type Ran, runTool } from "./runTool.ts"
 
 export type Tool = "iptables-save" | "ip6tables-save" | "iptables-restore" | "ip6tables-restore" | "nft"
 
@@ -54,12 +55,6 @@ export interface NetfilterLiveOptions {
 }
 
 class ToolFailed extends Data.TaggedError("ToolFailed")<{ readonly msg: string }> {}
-
-interface Ran {
-  readonly exitCode: number
-  readonly stdout: string
-  readonly stderr: string
-}
 
 const MAX_STDERR = 2000
 const bounded = (s: string): string => {
@@ -104,45 +99,14 @@ export const make = (options: NetfilterLiveOptions = {}) =>
       tool: Tool,
       args: ReadonlyArray<string>,
       stdin?: string
-    ): Effect.Effect<Ran | "missing", ToolFailed> => {
-      const argv = [...prefix, options.tools?.[tool] ?? tool, ...args]
-      const [cmd, ...rest] = argv as [string, ...Array<string>]
-      return Effect.scoped(
-        Effect.gen(function* () {
-          const handle = yield* ChildProcess.make(cmd, rest, {
-            env: { LC_ALL: "C" },
-            extendEnv: true,
-            stdin: stdin === undefined ? "ignore" : Stream.make(new TextEncoder().encode(stdin))
-          })
-          const [stdout, stderr, code] = yield* Effect.all(
-            [
-              handle.stdout.pipe(Stream.decodeText(), Stream.mkString),
-              handle.stderr.pipe(Stream.decodeText(), Stream.mkString),
-              handle.exitCode
-            ],
-            { concurrency: "unbounded" }
-          )
-          return { exitCode: Number(code), stdout, stderr } satisfies Ran
-        })
+    ): Effect.Effect<Ran | "missing", ToolFailed> =>
+      runTool(
+        [...prefix, options.tools?.[tool] ?? tool, ...args],
+        stdin === undefined ? { timeout } : { stdin, timeout }
       ).pipe(
         Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner),
-        Effect.catchTag("PlatformError", (e) =>
-          e.reason._tag === "NotFound"
-            ? Effect.succeed("missing" as const)
-            : Effect.fail(new ToolFailed({ msg: `${tool}: ${e.message}` }))
-        ),
-        // The scope's close kills a child still running at the deadline.
-        Effect.timeoutOrElse({
-          duration: timeout,
-          orElse: () =>
-            Effect.fail(
-              new ToolFailed({
-                msg: `${tool} did not finish within ${Duration.format(Duration.fromInputUnsafe(timeout))}`
-              })
-            )
-        })
+        Effect.mapError((e) => new ToolFailed({ msg: e.message }))
       )
-    }
 
     const check = (tool: Tool, r: Ran | "missing"): Effect.Effect<Ran, ToolFailed> =>
       r === "missing"

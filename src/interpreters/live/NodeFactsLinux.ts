@@ -18,8 +18,8 @@
 import * as NodeChildProcessSpawner from "@effect/platform-node/NodeChildProcessSpawner"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
-import { Duration, Effect, FileSystem, Layer, Schema, Stream } from "effect"
-import { ChildProcess, ChildProcessSpawner } from "effect/process"
+import { type Duration, Effect, FileSystem, Layer, Schema } from "effect"
+import { ChildProcessSpawner } from "effect/process"
 import type { Family } from "../../domain/Ip.ts"
 import { not32, parseMarkLiteral } from "../../domain/Mark.ts"
 import {
@@ -30,6 +30,7 @@ import {
   NodeFacts,
   NodeFactsError
 } from "../../domain/NodeFacts.ts"
+import { type Ran, runTool } from "./runTool.ts"
 
 export interface NodeFactsLinuxOptions {
   /** Prepended to network reads, e.g. `["ip", "netns", "exec", NS]`. */
@@ -38,12 +39,6 @@ export interface NodeFactsLinuxOptions {
   readonly ciliumDbg?: string
   /** Bound on each command; default 15 s (cilium-dbg may wait for its agent). */
   readonly timeout?: Duration.Input
-}
-
-interface Ran {
-  readonly exitCode: number
-  readonly stdout: string
-  readonly stderr: string
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -157,43 +152,11 @@ export const make = (options: NodeFactsLinuxOptions = {}) =>
     const timeout = options.timeout ?? "15 seconds"
 
     /** Runs a command; "missing" when its binary (or the prefix's) does not exist. */
-    const run = (argv: ReadonlyArray<string>): Effect.Effect<Ran | "missing", NodeFactsError> => {
-      const [cmd, ...args] = argv as [string, ...Array<string>]
-      return Effect.scoped(
-        Effect.gen(function* () {
-          const handle = yield* ChildProcess.make(cmd, args, {
-            env: { LC_ALL: "C" },
-            extendEnv: true,
-            stdin: "ignore"
-          })
-          const [stdout, stderr, code] = yield* Effect.all(
-            [
-              handle.stdout.pipe(Stream.decodeText(), Stream.mkString),
-              handle.stderr.pipe(Stream.decodeText(), Stream.mkString),
-              handle.exitCode
-            ],
-            { concurrency: "unbounded" }
-          )
-          return { exitCode: Number(code), stdout, stderr } satisfies Ran
-        })
-      ).pipe(
+    const run = (argv: ReadonlyArray<string>): Effect.Effect<Ran | "missing", NodeFactsError> =>
+      runTool(argv, { timeout }).pipe(
         Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner),
-        Effect.catchTag("PlatformError", (e) =>
-          e.reason._tag === "NotFound"
-            ? Effect.succeed("missing" as const)
-            : Effect.fail(new NodeFactsError({ message: `${argv.join(" ")}: ${e.message}` }))
-        ),
-        Effect.timeoutOrElse({
-          duration: timeout,
-          orElse: () =>
-            Effect.fail(
-              new NodeFactsError({
-                message: `${argv.join(" ")} did not finish within ${Duration.format(Duration.fromInputUnsafe(timeout))}`
-              })
-            )
-        })
+        Effect.mapError((e) => new NodeFactsError({ message: e.message }))
       )
-    }
 
     /** Runs a network read behind the prefix; a non-zero exit is returned, a missing binary fails. */
     const runNet = (argv: ReadonlyArray<string>) =>

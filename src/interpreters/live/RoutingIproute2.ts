@@ -15,12 +15,13 @@
  *
  * `netns` runs every command as `ip -n NETNS ...` (tests use a throwaway namespace).
  */
-import { Effect, Layer, Schema, Stream } from "effect"
-import { ChildProcess, ChildProcessSpawner } from "effect/process"
+import { Effect, Layer, Schema } from "effect"
+import { ChildProcessSpawner } from "effect/process"
 import { canonicalIp, type Family } from "../../domain/Ip.ts"
 import { parseMarkLiteral } from "../../domain/Mark.ts"
 import { Routing, RoutingError } from "../../domain/Routing.ts"
 import { type Change, type IpRule, ipWords, type Route } from "../../domain/RoutingPlan.ts"
+import { runTool } from "./runTool.ts"
 
 export interface RoutingIproute2Options {
   /** Name of a network namespace (as `ip netns` knows it) to act in instead of the current one. */
@@ -117,28 +118,14 @@ const toRoute = (family: Family, table: number, j: typeof RouteJson.Type): Route
 
 /** Run `ip` and collect its output; a non-zero exit is data here, the caller decides. */
 const runIp = (ip: string, args: ReadonlyArray<string>) =>
-  Effect.scoped(
-    Effect.gen(function* () {
-      const handle = yield* ChildProcess.make(ip, args, { stdin: "ignore" })
-      const [stdout, stderr, exitCode] = yield* Effect.all(
-        [
-          handle.stdout.pipe(Stream.decodeText(), Stream.mkString),
-          handle.stderr.pipe(Stream.decodeText(), Stream.mkString),
-          handle.exitCode
-        ],
-        { concurrency: "unbounded" }
-      )
-      return { stdout, stderr: stderr.trim(), exitCode: Number(exitCode) }
-    })
-  ).pipe(
-    // ip talks to the kernel over netlink and returns at once; a hang means something is badly wrong.
-    Effect.timeoutOrElse({
-      duration: "30 seconds",
-      orElse: () => Effect.fail(new RoutingError({ message: `ip ${args.join(" ")}: timed out` }))
-    }),
-    Effect.catchTag("PlatformError", (e) =>
-      Effect.fail(new RoutingError({ message: `ip ${args.join(" ")}: cannot run ${ip}: ${e.message}` }))
-    )
+  // ip talks to the kernel over netlink and returns at once; a hang means something is badly wrong.
+  runTool([ip, ...args], { timeout: "30 seconds" }).pipe(
+    Effect.flatMap((r) =>
+      r === "missing"
+        ? Effect.fail(new RoutingError({ message: `ip ${args.join(" ")}: cannot run ${ip}: not found` }))
+        : Effect.succeed({ ...r, stderr: r.stderr.trim() })
+    ),
+    Effect.mapError((e) => (e._tag === "ToolError" ? new RoutingError({ message: e.message }) : e))
   )
 
 export const make = (options: RoutingIproute2Options = {}) =>
