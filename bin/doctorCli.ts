@@ -9,6 +9,7 @@
  * to stderr. Nothing here throws: every failure, defects included, ends as a message and exit 1.
  * The live layers are chosen here; tests replace any of them and the paths through `DoctorCliEnv`.
  */
+import { parseArgs as parseNodeArgs } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, Layer } from "effect"
 import type { ChildProcessSpawner } from "effect/process"
@@ -55,23 +56,20 @@ interface Args {
 }
 
 const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
-  let config: string | undefined
-  let json = false
   // Accept the subcommand itself in front, whichever way the dispatcher slices argv.
   const args = argv[0] === "doctor" ? argv.slice(1) : argv
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!
-    if (arg === "--config") {
-      const value = args[++i]
-      if (value === undefined || value === "") return "--config needs a file"
-      config = value
-    } else if (arg.startsWith("--config=")) {
-      config = arg.slice("--config=".length)
-      if (config === "") return "--config needs a file"
-    } else if (arg === "--json") json = true
-    else return `unknown argument ${JSON.stringify(arg)}`
+  try {
+    const { values } = parseNodeArgs({
+      args: [...args],
+      options: { config: { type: "string" }, json: { type: "boolean" } },
+      strict: true,
+      allowPositionals: false
+    })
+    if (values.config === "") return "--config needs a file"
+    return { config: values.config, json: values.json === true }
+  } catch (e) {
+    return (e as Error).message
   }
-  return { config, json }
 }
 
 /** Run doctor with `argv` (the arguments after `doctor`); resolves to the exit code. */

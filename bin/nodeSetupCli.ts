@@ -9,6 +9,7 @@
  * a CNI verb, so stdout is free), problems to stderr. Nothing here throws: every failure, defects
  * included, ends as a message and an exit code.
  */
+import { parseArgs as parseNodeArgs } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, FileSystem, Layer, Result } from "effect"
 import type { ChildProcessSpawner } from "effect/process"
@@ -41,27 +42,30 @@ interface Args {
 }
 
 const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
-  let config = DEFAULT_CONFIG
-  let mode: NodeSetupMode = "apply"
-  let dryRun = false
-  let writeRtTables = false
   // Accept the subcommand itself in front, whichever way the dispatcher slices argv.
   const args = argv[0] === "node-setup" ? argv.slice(1) : argv
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!
-    if (arg === "--config") {
-      const value = args[++i]
-      if (value === undefined || value === "") return "--config needs a file"
-      config = value
-    } else if (arg.startsWith("--config=")) {
-      config = arg.slice("--config=".length)
-      if (config === "") return "--config needs a file"
-    } else if (arg === "--dry-run") dryRun = true
-    else if (arg === "--remove") mode = "remove"
-    else if (arg === "--write-rt-tables") writeRtTables = true
-    else return `unknown argument ${JSON.stringify(arg)}`
+  try {
+    const { values } = parseNodeArgs({
+      args: [...args],
+      options: {
+        config: { type: "string" },
+        "dry-run": { type: "boolean" },
+        remove: { type: "boolean" },
+        "write-rt-tables": { type: "boolean" }
+      },
+      strict: true,
+      allowPositionals: false
+    })
+    if (values.config === "") return "--config needs a file"
+    return {
+      config: values.config ?? DEFAULT_CONFIG,
+      mode: values.remove === true ? "remove" : "apply",
+      dryRun: values["dry-run"] === true,
+      writeRtTables: values["write-rt-tables"] === true
+    }
+  } catch (e) {
+    return (e as Error).message
   }
-  return { config, mode, dryRun, writeRtTables }
 }
 
 /** Run node-setup with `argv` (the arguments after `node-setup`); resolves to the exit code. */
