@@ -74,12 +74,6 @@ const attachPlans = (
     .map(([b, list]) => [b, planAttach(list, tag, ips, desired, b === active)] as const)
 }
 
-export interface Attached {
-  readonly tenant: Tenant | null
-  /** Undoes the entries and record this call installed (for a failure after ADD's last step). */
-  readonly undo: Effect.Effect<void, never, Netfilter | AttachmentStore>
-}
-
 /**
  * ADD's datapath step: the attachment gets exactly its desired entries (removing stale ones of other
  * owners on its IPs) and its record. `untaggedOnInstallFailure` is failurePolicy open: if installing
@@ -92,14 +86,17 @@ export const attach = (
   tenant: Tenant | null,
   active: Backend,
   untaggedOnInstallFailure: boolean
-): Effect.Effect<Attached, NetfilterFailed | StateFailed, Netfilter | NodeLock | AttachmentStore> =>
+): Effect.Effect<
+  { readonly tenant: Tenant | null },
+  NetfilterFailed | StateFailed,
+  Netfilter | NodeLock | AttachmentStore
+> =>
   Effect.gen(function* () {
     const lock = yield* NodeLock
     const store = yield* AttachmentStore
     const tag = ownerTag(a)
     return yield* lock.withLock(
       Effect.gen(function* () {
-        const before = yield* store.read(config.stateDir, a)
         const current = yield* listAll()
         let effective = tenant
         const applied = yield* applyAll(attachPlans(current, tag, ips, tenant, config.markMask, active)).pipe(
@@ -115,17 +112,11 @@ export const attach = (
           })
         )
         const record = makeRecord(a, effective, config.markMask, ips, active)
+        // The record is the last step: if it cannot be written, the entries are taken back.
         yield* store
           .write(config.stateDir, record)
           .pipe(Effect.onError(() => applied.undo.pipe(Effect.ignore)))
-        const restoreRecord =
-          before === undefined ? store.remove(config.stateDir, a) : store.write(config.stateDir, before)
-        return {
-          tenant: effective,
-          undo: lock
-            .withLock(applied.undo.pipe(Effect.andThen(restoreRecord)))
-            .pipe(Effect.ignore, Effect.provideService(NodeLock, lock))
-        }
+        return { tenant: effective }
       })
     )
   })
