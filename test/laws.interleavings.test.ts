@@ -57,14 +57,17 @@ const step = async (w: World, live: Map<string, Live>, op: Op) => {
           result
         })
       } else {
-        assert.include(
-          out.stdout ?? "",
-          "no IP addresses available",
-          "only pool exhaustion may fail an ADD here"
-        )
-        live.delete(key) // a failed ADD leaves nothing of this attempt behind; an earlier lease stays
-        if (w.leases.byAttachment.has(key)) {
-          throw new Error(`failed ADD left a lease for ${key}`)
+        if (live.has(key)) {
+          // host-local refuses a second ADD of a live attachment: its error, nothing undone.
+          assert.include(out.stdout ?? "", "duplicate allocation is not allowed", out.stdout)
+          assert.isTrue(w.leases.byAttachment.has(key), `a refused repeated ADD released ${key}`)
+        } else {
+          assert.include(
+            out.stdout ?? "",
+            "no IP addresses available",
+            "only pool exhaustion may fail a first ADD"
+          )
+          assert.isFalse(w.leases.byAttachment.has(key), `failed ADD left a lease for ${key}`)
         }
       }
       return

@@ -147,6 +147,8 @@ describe("delegate", () => {
 describe("backends", () => {
   it("switching backend moves the attachment's entries and leaks nothing", async () => {
     const w = new World()
+    // A delegate that answers a repeated ADD (host-local refuses it), so the second ADD gets through.
+    w.leases.repeatedAdd = "same-lease"
     await added(w, originalConf({ backend: "iptables" }))
     assert.strictEqual(w.kernel.entries.iptables.length, 1)
     await added(w, originalConf({ backend: "nftables" }))

@@ -1,8 +1,14 @@
 /**
- * A delegate plugin modelled on ptp + host-local: ADD leases the lowest free address of a small pool
- * (so property tests see IPs reused by the next pod), a repeated ADD for the same attachment returns
- * its existing lease as host-local does, DEL releases it, GC releases leases not in the valid list.
- * Speaks the versions it is told to, and refuses configs in any other.
+ * A delegate plugin modelled on ptp + host-local, checked against the real Debian ones by
+ * test/conformance/delegateContract.ts: ADD leases the lowest free address of a small pool (so
+ * property tests see IPs reused by the next pod); a repeated ADD for an attachment that holds a lease
+ * fails (999) and keeps the lease, as host-local refuses a "duplicate allocation" and ptp does not
+ * release on that failure; DEL releases it; CHECK needs the lease and a prevResult; GC releases leases
+ * not in the valid list. Speaks the versions it is told to, and refuses configs in any other with
+ * code 1 and ptp's message.
+ * Deliberately different: the config's `ipam` is ignored (the pool is 10.200.0.2.. as /24, and
+ * fd00:200::/64 when dual-stack), and host-local hands out addresses round-robin from its last
+ * reservation where the model takes the lowest free one, which makes reuse frequent.
  */
 import { Effect, Layer } from "effect"
 import { Delegate, type DelegateCall } from "../../domain/Delegate.ts"
@@ -14,6 +20,11 @@ export class Leases {
   readonly byAttachment = new Map<string, ReadonlyArray<string>>()
   supportedVersions: ReadonlyArray<string> = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
   readonly calls: Array<DelegateCall> = []
+  /**
+   * A repeated ADD while a lease is held: "refuse" as host-local does (the default), or "same-lease",
+   * the idempotent delegate this model used to be (no real ptp/host-local behaves so).
+   */
+  repeatedAdd: "refuse" | "same-lease" = "refuse"
   readonly poolSize: number
   readonly dualStack: boolean
   constructor(poolSize = 16, dualStack = false) {
@@ -35,8 +46,8 @@ export class Leases {
   }
 }
 
-const fail = (call: DelegateCall, code: number, msg: string) =>
-  new DelegateError({ plugin: call.type, code, msg })
+const fail = (call: DelegateCall, code: number, msg: string, details?: string) =>
+  new DelegateError({ plugin: call.type, code, msg, ...(details === undefined ? {} : { details }) })
 
 const resultFor = (call: DelegateCall, ips: ReadonlyArray<string>) => ({
   cniVersion: call.conf.cniVersion,
@@ -68,14 +79,41 @@ export const DelegateMemory = {
                       supportedVersions: leases.supportedVersions
                     })
                   if (!leases.supportedVersions.includes(version)) {
-                    return Effect.fail(fail(call, 1, `incompatible CNI versions; config is ${version}`))
+                    // ptp's own words (skel), details included.
+                    return Effect.fail(
+                      fail(
+                        call,
+                        1,
+                        "incompatible CNI versions",
+                        `config is ${JSON.stringify(version)}, plugin supports [${leases.supportedVersions.map((v) => JSON.stringify(v)).join(" ")}]`
+                      )
+                    )
                   }
                   const key = `${String(call.conf.name)}/${call.containerId}/${call.ifname}`
                   switch (call.command) {
                     case "ADD": {
-                      const ips = leases.byAttachment.get(key) ?? leases.allocate()
+                      // host-local refuses a second lease for the same container id and ifname, and
+                      // ptp does not release on that failure: the first lease stays.
+                      const held = leases.byAttachment.get(key)
+                      if (held !== undefined && leases.repeatedAdd === "same-lease")
+                        return Effect.succeed<unknown>(resultFor(call, held))
+                      if (held !== undefined)
+                        return Effect.fail(
+                          fail(
+                            call,
+                            999,
+                            `failed to allocate for range 0: ${held[0]} has been allocated to ${call.containerId}, duplicate allocation is not allowed`
+                          )
+                        )
+                      const ips = leases.allocate()
                       if (ips === undefined)
-                        return Effect.fail(fail(call, 999, "no IP addresses available in range set"))
+                        return Effect.fail(
+                          fail(
+                            call,
+                            999,
+                            "failed to allocate for range 0: no IP addresses available in range set"
+                          )
+                        )
                       leases.byAttachment.set(key, ips)
                       return faults
                         .hit("delegate.ADD.output", () => undefined)
@@ -88,9 +126,18 @@ export const DelegateMemory = {
                       leases.byAttachment.delete(key)
                       return Effect.succeed(undefined)
                     case "CHECK":
-                      return leases.byAttachment.has(key)
-                        ? Effect.succeed(undefined)
-                        : Effect.fail(fail(call, 999, `no lease for ${call.containerId}/${call.ifname}`))
+                      // ptp asks host-local first, then wants the prevResult to compare with.
+                      if (!leases.byAttachment.has(key))
+                        return Effect.fail(
+                          fail(
+                            call,
+                            999,
+                            `host-local: Failed to find address added by container ${call.containerId}`
+                          )
+                        )
+                      return call.conf.prevResult === undefined
+                        ? Effect.fail(fail(call, 999, "ptp: Required prevResult missing"))
+                        : Effect.succeed(undefined)
                     case "GC": {
                       const valid = (call.conf["cni.dev/valid-attachments"] ?? []) as ReadonlyArray<{
                         containerID: string
