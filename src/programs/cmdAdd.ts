@@ -13,7 +13,7 @@ import { type CniFailure, DelegateFailed, InvalidConfig, type TryAgainLater } fr
 import { formatMark } from "../domain/Mark.ts"
 import { ownerTag } from "../domain/Owner.ts"
 import type { Tenant } from "../domain/Tenant.ts"
-import { activeBackend, attachmentOf, type Call, type Outcome } from "./Call.ts"
+import { attachmentOf, type Call, type Outcome } from "./Call.ts"
 import { attach } from "./datapath.ts"
 import { delegateAdd, delegateDel, negotiate } from "./delegation.ts"
 import { connectApi, resolveForCall } from "./resolve.ts"
@@ -79,9 +79,8 @@ export const cmdAdd = Effect.fn("cmdAdd")(function* (call: Call) {
       )
     } else tenant = resolved.success
     const ips = podIps(obtained.result)
-    const backend = yield* activeBackend(config)
-    const attached = yield* attach(config, a, ips, tenant, backend, open)
-    return { ips, backend, tenant: attached.tenant }
+    const attached = yield* attach(config, a, ips, tenant, open)
+    return { ips, backend: attached.backend, tenant: attached.tenant }
   })
   const done = yield* afterDelegate.pipe(Effect.onError(() => obtained.undo))
 

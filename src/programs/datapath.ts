@@ -23,6 +23,7 @@ import { Netfilter } from "../domain/Netfilter.ts"
 import { NodeLock } from "../domain/NodeLock.ts"
 import { type Attachment, ownerTag } from "../domain/Owner.ts"
 import type { Tenant } from "../domain/Tenant.ts"
+import { activeBackend } from "./Call.ts"
 
 /** Every managed entry of both backends. */
 export const listAll = Effect.fn("listAll")(function* () {
@@ -84,10 +85,9 @@ export const attach = (
   a: Attachment,
   ips: ReadonlyArray<string>,
   tenant: Tenant | null,
-  active: Backend,
   untaggedOnInstallFailure: boolean
 ): Effect.Effect<
-  { readonly tenant: Tenant | null },
+  { readonly tenant: Tenant | null; readonly backend: Backend },
   NetfilterFailed | StateFailed,
   Netfilter | NodeLock | AttachmentStore
 > =>
@@ -98,6 +98,8 @@ export const attach = (
     return yield* lock.withLock(
       Effect.gen(function* () {
         const current = yield* listAll()
+        // After the listing: under `auto`, the live backend answers from it without another process.
+        const active = yield* activeBackend(config)
         let effective = tenant
         const applied = yield* applyAll(attachPlans(current, tag, ips, tenant, config.markMask, active)).pipe(
           Effect.catchTag("NetfilterFailed", (e) => {
@@ -116,7 +118,7 @@ export const attach = (
         yield* store
           .write(config.stateDir, record)
           .pipe(Effect.onError(() => applied.undo.pipe(Effect.ignore)))
-        return { tenant: effective }
+        return { tenant: effective, backend: active }
       })
     )
   })

@@ -121,6 +121,9 @@ export const make = (options: NetfilterLiveOptions = {}) =>
     // family at a time still save a listing). A later family's batch may repeat `add table` or
     // `add chain` an earlier one created: both are no-ops on existing objects.
     const nftSnapshots = new Map<Family, Snapshot<Nft.NftState>>()
+    // When nft last listed successfully: `usable` right after a listing (ADD under `auto` lists, then
+    // asks which backend to use) needs no process of its own.
+    let nftWorkedAt: number | undefined
     const fresh = <S>(s: Snapshot<S> | undefined, now: number): S | undefined =>
       s !== undefined && now - s.at <= reuseMillis ? s.state : undefined
 
@@ -183,6 +186,7 @@ export const make = (options: NetfilterLiveOptions = {}) =>
             Effect.mapError((e) => new ToolFailed({ msg: `undecodable nft listing: ${bounded(e.message)}` }))
           )
         }
+        if (r !== "missing") nftWorkedAt = yield* Clock.currentTimeMillis
         if (remember) {
           const snapshot = { at: yield* Clock.currentTimeMillis, state }
           nftSnapshots.set(4, snapshot)
@@ -226,7 +230,11 @@ export const make = (options: NetfilterLiveOptions = {}) =>
             Effect.all([readIptables(4, true), readIptables(6, true)], { concurrency: "unbounded" }),
             (rs) => rs.every((r) => !r.missing)
           )
-        : Effect.map(readNftables(true), (r) => !r.missing)
+        : Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            nftWorkedAt !== undefined && now - nftWorkedAt <= reuseMillis
+              ? Effect.succeed(true)
+              : Effect.map(readNftables(true), (r) => !r.missing)
+          )
       ).pipe(Effect.orElseSucceed(() => false))
 
     const list = (backend: Backend): Effect.Effect<ReadonlyArray<MarkEntry>, NetfilterFailed> =>
