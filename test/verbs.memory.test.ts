@@ -121,6 +121,36 @@ describe("versions", () => {
   })
 })
 
+describe("kubeconfig", () => {
+  it("is loaded before the delegate runs: unparsable is 7, missing is 11, and the delegate is never run", async () => {
+    for (const [state, code] of [
+      ["broken", 7],
+      ["missing", 11]
+    ] as const) {
+      const w = new World()
+      w.cluster.kubeconfig = state
+      const doc = parse(await w.run(cniEnv("ADD", pod), originalConf())) as { code: number }
+      assert.strictEqual(doc.code, code)
+      assert.deepStrictEqual(w.leases.calls, [])
+      assert.deepStrictEqual(w.snapshot(), new World().snapshot())
+    }
+  })
+
+  it("missing under failurePolicy open starts the pod untagged; unparsable still fails", async () => {
+    const w = new World()
+    w.cluster.kubeconfig = "missing"
+    const ok = await w.run(cniEnv("ADD", pod), originalConf({ failurePolicy: "open" }))
+    assert.strictEqual(ok.exitCode, 0, ok.stdout)
+    assert.strictEqual(w.records.snapshot()[0]?.[1].tenant, null)
+    const broken = new World()
+    broken.cluster.kubeconfig = "broken"
+    const doc = parse(await broken.run(cniEnv("ADD", pod), originalConf({ failurePolicy: "open" }))) as {
+      code: number
+    }
+    assert.strictEqual(doc.code, 7)
+  })
+})
+
 describe("delegate", () => {
   it("a delegate error keeps its code and gets its type as prefix; nothing is installed", async () => {
     const w = new World()

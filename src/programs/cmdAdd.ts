@@ -54,15 +54,13 @@ export const cmdAdd = Effect.fn("cmdAdd")(function* (call: Call) {
   const a = attachmentOf(call)
   const open = config.failurePolicy === "open"
 
-  const connected = yield* connectApi(call).pipe(
-    Effect.result,
-    Effect.flatMap((r) =>
-      Result.isFailure(r) && !(open && coveredByOpen(r.failure)) ? Effect.fail(r.failure) : Effect.succeed(r)
-    )
-  )
-  const resolution: Effect.Effect<Tenant | null, CniFailure, AnnotationSource> = Result.isFailure(connected)
-    ? Effect.fail(connected.failure)
-    : resolveForCall(call, connected.success)
+  // The kubeconfig is loaded before the delegate runs (PRODUCT.md §2), so a broken one costs nothing;
+  // only a failure that failurePolicy open covers is carried on, to end as an untagged pod.
+  const reader = yield* Effect.result(connectApi(call))
+  if (Result.isFailure(reader) && !(open && coveredByOpen(reader.failure))) return yield* reader.failure
+  const resolution: Effect.Effect<Tenant | null, CniFailure, AnnotationSource> = Result.isFailure(reader)
+    ? Effect.fail(reader.failure)
+    : resolveForCall(call, reader.success)
 
   const [obtained, resolved] = yield* Effect.all([obtainResult(call), Effect.result(resolution)], {
     concurrency: 2
