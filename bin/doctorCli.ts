@@ -9,7 +9,6 @@
  * to stderr. Nothing here throws: every failure, defects included, ends as a message and exit 1.
  * The live layers are chosen here; tests replace any of them and the paths through `DoctorCliEnv`.
  */
-import { parseArgs as parseNodeArgs } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, Layer } from "effect"
 import type { ChildProcessSpawner } from "effect/process"
@@ -31,6 +30,7 @@ import {
   doctorJson,
   formatDoctor
 } from "../src/programs/doctor.ts"
+import { parseFlags, processIo } from "./flags.ts"
 
 export const USAGE = `usage: tenant-routing-wrapper doctor [--config TENANTS_FILE] [--json]
   --config FILE   tenants file (default ${DEFAULT_DOCTOR_OPTIONS.defaultTenantsFile} when it exists,
@@ -50,41 +50,18 @@ export interface DoctorCliEnv {
   readonly stderr?: (text: string) => void
 }
 
-interface Args {
-  readonly config: string | undefined
-  readonly json: boolean
-}
-
-const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
-  // Accept the subcommand itself in front, whichever way the dispatcher slices argv.
-  const args = argv[0] === "doctor" ? argv.slice(1) : argv
-  try {
-    const { values } = parseNodeArgs({
-      args: [...args],
-      options: { config: { type: "string" }, json: { type: "boolean" } },
-      strict: true,
-      allowPositionals: false
-    })
-    if (values.config === "") return "--config needs a file"
-    return { config: values.config, json: values.json === true }
-  } catch (e) {
-    return (e as Error).message
-  }
-}
-
 /** Run doctor with `argv` (the arguments after `doctor`); resolves to the exit code. */
 export const runDoctor = (argv: ReadonlyArray<string>, env: DoctorCliEnv = {}): Promise<number> => {
-  const out = env.stdout ?? ((text: string) => void process.stdout.write(text))
-  const err = env.stderr ?? ((text: string) => void process.stderr.write(text))
-  const args = parseArgs(argv)
-  if (typeof args === "string") {
-    if (argv.includes("--help") || argv.includes("-h")) {
-      out(USAGE + "\n")
-      return Promise.resolve(0)
-    }
-    err(`doctor: ${args}\n${USAGE}\n`)
-    return Promise.resolve(2)
-  }
+  const { out, err } = processIo(env)
+  const flags = parseFlags(
+    "doctor",
+    USAGE,
+    argv,
+    { config: { type: "string" }, json: { type: "boolean" } },
+    { out, err }
+  )
+  if ("exit" in flags) return Promise.resolve(flags.exit)
+  const args = { config: flags.values.config, json: flags.values.json === true }
 
   const options: DoctorOptions = { ...DEFAULT_DOCTOR_OPTIONS, ...env.options, tenantsFile: args.config }
   const services = Layer.mergeAll(

@@ -9,7 +9,6 @@
  * a CNI verb, so stdout is free), problems to stderr. Nothing here throws: every failure, defects
  * included, ends as a message and an exit code.
  */
-import { parseArgs as parseNodeArgs } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, FileSystem, Layer, Result } from "effect"
 import type { ChildProcessSpawner } from "effect/process"
@@ -17,6 +16,7 @@ import { decodeNodeSetupConfigJson, formatIssues } from "../src/domain/NodeSetup
 import type { Routing } from "../src/domain/Routing.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { formatReport, type NodeSetupMode, nodeSetup } from "../src/programs/nodeSetup.ts"
+import { parseFlags, processIo } from "./flags.ts"
 
 export const DEFAULT_CONFIG = "/etc/tenant-routing/tenants.json"
 
@@ -34,52 +34,27 @@ export interface NodeSetupCliEnv {
   readonly stderr?: (text: string) => void
 }
 
-interface Args {
-  readonly config: string
-  readonly mode: NodeSetupMode
-  readonly dryRun: boolean
-  readonly writeRtTables: boolean
-}
-
-const parseArgs = (argv: ReadonlyArray<string>): Args | string => {
-  // Accept the subcommand itself in front, whichever way the dispatcher slices argv.
-  const args = argv[0] === "node-setup" ? argv.slice(1) : argv
-  try {
-    const { values } = parseNodeArgs({
-      args: [...args],
-      options: {
-        config: { type: "string" },
-        "dry-run": { type: "boolean" },
-        remove: { type: "boolean" },
-        "write-rt-tables": { type: "boolean" }
-      },
-      strict: true,
-      allowPositionals: false
-    })
-    if (values.config === "") return "--config needs a file"
-    return {
-      config: values.config ?? DEFAULT_CONFIG,
-      mode: values.remove === true ? "remove" : "apply",
-      dryRun: values["dry-run"] === true,
-      writeRtTables: values["write-rt-tables"] === true
-    }
-  } catch (e) {
-    return (e as Error).message
-  }
-}
-
 /** Run node-setup with `argv` (the arguments after `node-setup`); resolves to the exit code. */
 export const runNodeSetup = (argv: ReadonlyArray<string>, env: NodeSetupCliEnv = {}): Promise<number> => {
-  const out = env.stdout ?? ((text: string) => void process.stdout.write(text))
-  const err = env.stderr ?? ((text: string) => void process.stderr.write(text))
-  const args = parseArgs(argv)
-  if (typeof args === "string") {
-    if (argv.includes("--help") || argv.includes("-h")) {
-      out(USAGE + "\n")
-      return Promise.resolve(0)
-    }
-    err(`node-setup: ${args}\n${USAGE}\n`)
-    return Promise.resolve(2)
+  const { out, err } = processIo(env)
+  const flags = parseFlags(
+    "node-setup",
+    USAGE,
+    argv,
+    {
+      config: { type: "string" },
+      "dry-run": { type: "boolean" },
+      remove: { type: "boolean" },
+      "write-rt-tables": { type: "boolean" }
+    },
+    { out, err }
+  )
+  if ("exit" in flags) return Promise.resolve(flags.exit)
+  const args = {
+    config: flags.values.config ?? DEFAULT_CONFIG,
+    mode: (flags.values.remove === true ? "remove" : "apply") as NodeSetupMode,
+    dryRun: flags.values["dry-run"] === true,
+    writeRtTables: flags.values["write-rt-tables"] === true
   }
 
   const program = Effect.gen(function* () {
