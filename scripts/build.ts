@@ -198,18 +198,23 @@ const k8sFromAsset = {
   }
 }
 
+/** How every bundle is made: one self-contained, minified CommonJS file (Node 24 SEAs need CJS). */
+const BUNDLE = {
+  bundle: true,
+  platform: "node",
+  target: "node24",
+  format: "cjs",
+  minify: true,
+  packages: "bundle",
+  legalComments: "none",
+  logLevel: "warning"
+} as const
+
 const bundleK8s = async () => {
   await build({
     entryPoints: [join(root, "node_modules/@kubernetes/client-node/dist/index.js")],
     outfile: workK8s,
-    bundle: true,
-    platform: "node",
-    target: "node24",
-    format: "cjs",
-    minify: true,
-    packages: "bundle",
-    legalComments: "none",
-    logLevel: "warning"
+    ...BUNDLE
   })
 }
 
@@ -282,14 +287,7 @@ const bundleK8sConfig = async () => {
     ],
     entryPoints: [k8sConfigEntry],
     outfile: workK8sConfig,
-    bundle: true,
-    platform: "node",
-    target: "node24",
-    format: "cjs",
-    minify: true,
-    packages: "bundle",
-    legalComments: "none",
-    logLevel: "warning"
+    ...BUNDLE
   })
   // A client-node release that moves these imports would silently ship or load them again: say so.
   const missing = [
@@ -307,18 +305,10 @@ const bundle = async (version: string) => {
     plugins: [k8sFromAsset],
     entryPoints: [join(root, "bin/tenant-routing-wrapper.ts")],
     outfile: workBundle,
-    bundle: true,
-    platform: "node",
-    target: "node24",
-    format: "cjs",
-    minify: true,
-    treeShaking: true,
     // Node builtins stay `require`s (platform node); everything else must be inside the bundle.
-    packages: "bundle",
-    legalComments: "none",
+    ...BUNDLE,
     define: { __TRW_VERSION__: JSON.stringify(version) },
     metafile: true,
-    logLevel: "warning",
     // The from-source version lookup reads import.meta; it is dead code once __TRW_VERSION__ is set.
     logOverride: { "empty-import-meta": "silent" }
   })

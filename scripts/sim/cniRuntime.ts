@@ -274,6 +274,27 @@ export class CniRuntime {
     return { ok: true, ...(result === undefined ? {} : { result }), runs, durationMs }
   }
 
+  /** Runs `plugins` in order with one fixed prevResult, stopping at the first failure. */
+  private async runInOrder(
+    plugins: ReadonlyArray<PluginConf>,
+    verb: Verb,
+    prev: Record<string, unknown> | undefined,
+    attachment?: Attachment
+  ): Promise<{ readonly runs: Array<PluginRun>; readonly failed: PluginRun | undefined }> {
+    const runs: Array<PluginRun> = []
+    for (const plugin of plugins) {
+      const r = await this.exec(
+        plugin.type,
+        verb,
+        this.pluginConfig(plugin, prev, attachment?.capabilityArgs),
+        attachment
+      )
+      runs.push(r)
+      if (r.code !== 0) return { runs, failed: r }
+    }
+    return { runs, failed: undefined }
+  }
+
   /** ADD through every plugin; on success the result is cached. Nothing is undone on failure (the
    * runtime's later DEL does that, as with a real runtime). */
   async add(attachment: Attachment): Promise<Outcome> {
@@ -304,20 +325,16 @@ export class CniRuntime {
   /** DEL in reverse order; the cached result is prevResult from 0.4.0 on. */
   async del(attachment: Attachment): Promise<Outcome> {
     const start = performance.now()
-    const runs: Array<PluginRun> = []
     const cached = versionAtLeast(this.conflist.cniVersion, "0.4.0")
       ? this.cachedResult(attachment.containerId, attachment.ifname)
       : undefined
-    for (const plugin of [...this.conflist.plugins].reverse()) {
-      const r = await this.exec(
-        plugin.type,
-        "DEL",
-        this.pluginConfig(plugin, cached, attachment.capabilityArgs),
-        attachment
-      )
-      runs.push(r)
-      if (r.code !== 0) return CniRuntime.outcome(start, runs, r)
-    }
+    const { runs, failed } = await this.runInOrder(
+      [...this.conflist.plugins].reverse(),
+      "DEL",
+      cached,
+      attachment
+    )
+    if (failed !== undefined) return CniRuntime.outcome(start, runs, failed)
     this.setCachedResult(attachment, undefined)
     return CniRuntime.outcome(start, runs, undefined)
   }
@@ -335,18 +352,8 @@ export class CniRuntime {
     const cached = this.cachedResult(attachment.containerId, attachment.ifname)
     if (cached === undefined)
       return { ok: false, error: { code: 999, msg: "no cached result for CHECK" }, runs: [], durationMs: 0 }
-    const runs: Array<PluginRun> = []
-    for (const plugin of this.conflist.plugins) {
-      const r = await this.exec(
-        plugin.type,
-        "CHECK",
-        this.pluginConfig(plugin, cached, attachment.capabilityArgs),
-        attachment
-      )
-      runs.push(r)
-      if (r.code !== 0) return CniRuntime.outcome(start, runs, r)
-    }
-    return CniRuntime.outcome(start, runs, undefined)
+    const { runs, failed } = await this.runInOrder(this.conflist.plugins, "CHECK", cached, attachment)
+    return CniRuntime.outcome(start, runs, failed)
   }
 
   /** GC (1.1.0+): DEL for stale cached attachments (unless `deleteStale: false`), then GC through every
@@ -385,14 +392,9 @@ export class CniRuntime {
   /** STATUS (1.1.0+) through every plugin in order; stops at the first failure. */
   async status(): Promise<Outcome> {
     const start = performance.now()
-    const runs: Array<PluginRun> = []
-    if (!versionAtLeast(this.conflist.cniVersion, "1.1.0")) return CniRuntime.outcome(start, runs, undefined)
-    for (const plugin of this.conflist.plugins) {
-      const r = await this.exec(plugin.type, "STATUS", this.pluginConfig(plugin, undefined, undefined))
-      runs.push(r)
-      if (r.code !== 0) return CniRuntime.outcome(start, runs, r)
-    }
-    return CniRuntime.outcome(start, runs, undefined)
+    if (!versionAtLeast(this.conflist.cniVersion, "1.1.0")) return CniRuntime.outcome(start, [], undefined)
+    const { runs, failed } = await this.runInOrder(this.conflist.plugins, "STATUS", undefined)
+    return CniRuntime.outcome(start, runs, failed)
   }
 
   /** VERSION of one plugin type. */

@@ -131,11 +131,10 @@ export const detach = (config: PluginConfig, a: Attachment) =>
     const tag = ownerTag(a)
     return yield* lock.withLock(
       Effect.gen(function* () {
-        const current = yield* listAll()
-        const removed = current.reduce((n, [, list]) => n + planDetach(list, tag).remove.length, 0)
-        yield* applyAll(current.map(([b, list]) => [b, planDetach(list, tag)] as const))
+        const plans = (yield* listAll()).map(([b, list]) => [b, planDetach(list, tag)] as const)
+        yield* applyAll(plans)
         yield* store.remove(config.stateDir, a)
-        return removed
+        return plans.reduce((n, [, plan]) => n + plan.remove.length, 0)
       })
     )
   })
