@@ -1,5 +1,5 @@
 /**
- * Command line of `tenant-routing-wrapper doctor` (PRODUCT.md §7), self-contained so the main
+ * Command line of `tenant-routing-wrapper doctor` (docs/DESIGN.md §7), self-contained so the main
  * executable only dispatches to `runDoctor(argv)` and exits with what it returns.
  *
  *   doctor [--config TENANTS_FILE] [--json]
@@ -12,12 +12,12 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, Layer } from "effect"
 import type { ChildProcessSpawner } from "effect/process"
-import type { AnnotationSource } from "../src/domain/AnnotationSource.ts"
-import type { AttachmentStore } from "../src/domain/AttachmentStore.ts"
+import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
+import type { Netfilter } from "../src/domain/datapath/Netfilter.ts"
 import { exitCodeOf } from "../src/domain/doctor/CheckResult.ts"
-import type { Netfilter } from "../src/domain/Netfilter.ts"
-import type { NodeFacts } from "../src/domain/NodeFacts.ts"
-import type { Routing } from "../src/domain/Routing.ts"
+import type { NodeFacts } from "../src/domain/doctor/NodeFacts.ts"
+import type { Routing } from "../src/domain/node-setup/Routing.ts"
+import type { AnnotationSource } from "../src/domain/tenancy/AnnotationSource.ts"
 import { AnnotationsKubernetes } from "../src/interpreters/live/AnnotationsKubernetes.ts"
 import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import * as NetfilterLive from "../src/interpreters/live/NetfilterLive.ts"

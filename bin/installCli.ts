@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { parseArgs } from "node:util"
-import { renderConflist } from "../src/domain/Conflist.ts"
+import { renderConflist } from "../src/domain/install/Conflist.ts"
 
 export const USAGE = `usage: tenant-routing-wrapper install --node NAME --template FILE [options]
   --node NAME              this node (default: $NODE_NAME)

@@ -1,5 +1,5 @@
 /**
- * Command line of `tenant-routing-wrapper node-setup` (PRODUCT.md §6), self-contained so the main
+ * Command line of `tenant-routing-wrapper node-setup` (docs/DESIGN.md §6), self-contained so the main
  * executable only dispatches to `runNodeSetup(argv)` and exits with what it returns.
  *
  *   node-setup [--config FILE] [--dry-run] [--remove] [--write-rt-tables]
@@ -12,8 +12,8 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, FileSystem, Layer, Result } from "effect"
 import type { ChildProcessSpawner } from "effect/process"
-import { decodeNodeSetupConfigJson, formatIssues } from "../src/domain/NodeSetupConfig.ts"
-import type { Routing } from "../src/domain/Routing.ts"
+import { decodeNodeSetupConfigJson, formatIssues } from "../src/domain/node-setup/NodeSetupConfig.ts"
+import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { formatReport, type NodeSetupMode, nodeSetup } from "../src/programs/nodeSetup.ts"
 import { parseFlags, processIo } from "./flags.ts"

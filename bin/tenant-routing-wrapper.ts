@@ -1,7 +1,7 @@
 /**
  * The single entry point of the `tenant-routing-wrapper` executable.
  *
- * With `CNI_COMMAND` set it is a CNI plugin (PRODUCT.md §1): it reads stdin as bytes, runs `runCni`
+ * With `CNI_COMMAND` set it is a CNI plugin (docs/DESIGN.md §1): it reads stdin as bytes, runs `runCni`
  * with the live interpreters, writes the one JSON document `runCni` returns with a single
  * `process.stdout.write`, and exits with its status. Nothing else may reach stdout: first thing at run
  * time `console.log`/`info`/`debug`/`dir`/`table` are pointed at stderr (Effect's default logger and
@@ -179,7 +179,7 @@ const runInspect = async (argv: ReadonlyArray<string>): Promise<number> => {
     await Promise.all([
       import("effect"),
       import("../src/programs/inspect.ts"),
-      import("../src/domain/Config.ts"),
+      import("../src/domain/cni/Config.ts"),
       import("../src/interpreters/live/Logging.ts"),
       liveLayers()
     ])

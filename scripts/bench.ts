@@ -6,7 +6,7 @@
  *   a tenant given through the runtime's pod annotations, once per netfilter backend, against the same
  *   ADD and DEL of bare `/usr/lib/cni/ptp`. The difference is what the wrapper adds.
  *
- * Everything runs in throwaway namespaces made by scripts/sim/netns.ts: a "node" namespace, where the
+ * Everything runs in throwaway namespaces made by test/sim/netns.ts: a "node" namespace, where the
  * plugins run (through `ip netns exec`, for the bare plugin too, so both pay the same), and a "pod"
  * namespace handed over as CNI_NETNS. They, and the temporary state and IPAM directories, are removed
  * at the end, on failure and on SIGINT/SIGTERM. Needs root, iproute2, iptables and nft, and
@@ -31,7 +31,7 @@ import {
   randomPrefix,
   removePath,
   tempDir
-} from "./sim/netns.ts"
+} from "../test/sim/netns.ts"
 
 const root = resolve(import.meta.dirname, "..")
 const SYSTEM_CNI = "/usr/lib/cni"

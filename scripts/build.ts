@@ -1,5 +1,5 @@
 /**
- * `npm run build`: the shipped executables, one per architecture (PRODUCT.md §7).
+ * `npm run build`: the shipped executables, one per architecture (docs/DESIGN.md §7).
  *
  * 1. esbuild bundles bin/tenant-routing-wrapper.ts and everything it imports (no node_modules at run
  *    time) into dist/tenant-routing-wrapper.cjs. CommonJS, because Node 24's single executable

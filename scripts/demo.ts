@@ -2,13 +2,13 @@
  * `npm run demo` (started by scripts/demo.sh, which checks root and tools and builds the executable): the
  * product on one Linux machine, in network namespaces named `trw-demo-<random>-*`.
  *
- * 1. A simulated node with three gateways (scripts/sim/topology.ts): gw-a, gw-b and gw-default all own
+ * 1. A simulated node with three gateways (test/sim/topology.ts): gw-a, gw-b and gw-default all own
  *    198.18.0.1 and answer with their own name, so only the node's routing decides who answers.
  * 2. The node's tenant routing applied by the BUILT executable, `node-setup --config tenants.json`, run
  *    twice: the second run must say `0 changes`.
  * 3. The project's test Kubernetes API server on the node's loopback, with namespaces team-a, team-b
  *    (pinned to tenant-b) and shared, and five annotated (or not) pods.
- * 4. Each pod created as a container runtime does (scripts/sim/cniRuntime.ts): conflist = the executable
+ * 4. Each pod created as a container runtime does (test/sim/cniRuntime.ts): conflist = the executable
  *    (delegate ptp + host-local, backend auto, a kubeconfig for the API server), then portmap; CNI_ARGS
  *    with IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME.
  * 5. A real TCP connection from each pod to 198.18.0.1, and one from web-a to pod `plain` (which must
@@ -44,8 +44,8 @@ import {
   SYSTEM_CNI,
   tenantConflist
 } from "../test/integration/harness.ts"
-import { CniRuntime } from "./sim/cniRuntime.ts"
-import { cleanupAllSync, execIn, listNetns, randomPrefix } from "./sim/netns.ts"
+import { CniRuntime } from "../test/sim/cniRuntime.ts"
+import { cleanupAllSync, execIn, listNetns, randomPrefix } from "../test/sim/netns.ts"
 import {
   DEFAULT_TENANT_ROUTES,
   type GatewayName,
@@ -54,7 +54,7 @@ import {
   type ProbeAnswer,
   SERVICE_V4,
   Topology
-} from "./sim/topology.ts"
+} from "../test/sim/topology.ts"
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url))
 const BINARY = join(ROOT, "dist", "tenant-routing-wrapper")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The original project's node script, kept as a thin wrapper: it writes a tenants file for the
 # original's two tenants and hands it to `tenant-routing-wrapper node-setup`, which does the work
-# declaratively and idempotently (PRODUCT.md §6). Any further arguments (--dry-run, --remove,
+# declaratively and idempotently (docs/DESIGN.md §6). Any further arguments (--dry-run, --remove,
 # --write-rt-tables) are passed on.
 #
 # Environment (defaults in brackets; the gateways default to documentation addresses, RFC 5737, so

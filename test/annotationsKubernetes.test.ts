@@ -15,7 +15,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { type AnnotationReader, AnnotationSource } from "../src/domain/AnnotationSource.ts"
+import { type AnnotationReader, AnnotationSource } from "../src/domain/tenancy/AnnotationSource.ts"
 import { AnnotationsKubernetes } from "../src/interpreters/live/AnnotationsKubernetes.ts"
 import { type KubeApiServer, type KubeconfigOptions, startKubeApiServer } from "./support/kubeApiServer.ts"
 
@@ -623,7 +623,7 @@ describe("AnnotationsKubernetes: start-up cost", () => {
           return next(specifier, context)
         } })
         const { Effect } = await import("effect")
-        const { AnnotationSource } = await import(${JSON.stringify(new URL("../src/domain/AnnotationSource.ts", import.meta.url).pathname)})
+        const { AnnotationSource } = await import(${JSON.stringify(new URL("../src/domain/tenancy/AnnotationSource.ts", import.meta.url).pathname)})
         const { AnnotationsKubernetes } = await import(${JSON.stringify(new URL("../src/interpreters/live/AnnotationsKubernetes.ts", import.meta.url).pathname)})
         const exit = await Effect.runPromiseExit(
           AnnotationSource.use((s) => s.connect(process.argv[1])).pipe(Effect.provide(AnnotationsKubernetes.layer)))

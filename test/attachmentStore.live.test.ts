@@ -1,6 +1,6 @@
 /**
  * AttachmentStoreFiles on a real file system (a temporary directory per law): the shared contract,
- * then what only files have: the layout and modes of PRODUCT.md §4, undecodable records, leftover
+ * then what only files have: the layout and modes of docs/DESIGN.md §4, undecodable records, leftover
  * temporary files, hostile path components, and concurrent writers.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
@@ -8,7 +8,7 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { AttachmentStore } from "../src/domain/AttachmentStore.ts"
+import { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
 import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import { attachment, attachmentStoreContract, record } from "./conformance/attachmentStoreContract.ts"
 

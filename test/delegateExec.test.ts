@@ -10,9 +10,9 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import type { Command } from "../src/domain/CniEnv.ts"
-import { Delegate, type DelegateCall } from "../src/domain/Delegate.ts"
-import { DelegateError, DelegateFailed } from "../src/domain/Errors.ts"
+import type { Command } from "../src/domain/cni/CniEnv.ts"
+import { Delegate, type DelegateCall } from "../src/domain/cni/Delegate.ts"
+import { DelegateError, DelegateFailed } from "../src/domain/cni/Errors.ts"
 import { DelegateExec } from "../src/interpreters/live/DelegateExec.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "trw-delegate-"))

@@ -5,7 +5,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import type { AttachmentRecord } from "../src/domain/AttachmentRecord.ts"
+import type { AttachmentRecord } from "../src/domain/datapath/AttachmentRecord.ts"
+import type { MarkEntry } from "../src/domain/datapath/Entries.ts"
 import { type CheckResult, exitCodeOf } from "../src/domain/doctor/CheckResult.ts"
 import { parseHostRouting } from "../src/domain/doctor/CiliumChecks.ts"
 import { diagnose } from "../src/domain/doctor/Diagnose.ts"
@@ -18,13 +19,12 @@ import {
   unreadable
 } from "../src/domain/doctor/Facts.ts"
 import { markUsers, presenceOf } from "../src/domain/doctor/MarkUsers.ts"
+import type { NetfilterInventory } from "../src/domain/doctor/NodeFacts.ts"
 import { ipv4GatewaysToProbe, sysctlKey } from "../src/domain/doctor/ReversePathChecks.ts"
 import { tablesToRead } from "../src/domain/doctor/RoutingChecks.ts"
-import type { MarkEntry } from "../src/domain/Entries.ts"
-import { and32, formatMark, or32 } from "../src/domain/Mark.ts"
-import type { NetfilterInventory } from "../src/domain/NodeFacts.ts"
-import { ipFamily, type NodeSetupConfig } from "../src/domain/NodeSetupConfig.ts"
-import { desired, type IpRule, type Route } from "../src/domain/RoutingPlan.ts"
+import { and32, formatMark, or32 } from "../src/domain/net/Mark.ts"
+import { ipFamily, type NodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
+import { desired, type IpRule, type Route } from "../src/domain/node-setup/RoutingPlan.ts"
 
 // ---------------------------------------------------------------------------------------------------
 // Building facts

@@ -12,11 +12,11 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Result } from "effect"
 import { runDoctor } from "../bin/doctorCli.ts"
-import { makeRecord } from "../src/domain/AttachmentRecord.ts"
+import { makeRecord } from "../src/domain/datapath/AttachmentRecord.ts"
+import { ownerTag } from "../src/domain/datapath/Owner.ts"
 import type { CheckResult } from "../src/domain/doctor/CheckResult.ts"
-import { decodeNodeSetupConfig } from "../src/domain/NodeSetupConfig.ts"
-import { ownerTag } from "../src/domain/Owner.ts"
-import { desired } from "../src/domain/RoutingPlan.ts"
+import { decodeNodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
+import { desired } from "../src/domain/node-setup/RoutingPlan.ts"
 import {
   parseIptablesSave,
   parseNftTables,

@@ -6,8 +6,8 @@ import { describe, it } from "@effect/vitest"
 import { Schema } from "effect"
 import * as fc from "fast-check"
 import { assert } from "vitest"
-import { CniResult, convertResult, podIps } from "../src/domain/CniResult.ts"
-import { SUPPORTED_VERSIONS } from "../src/domain/CniVersion.ts"
+import { CniResult, convertResult, podIps } from "../src/domain/cni/CniResult.ts"
+import { SUPPORTED_VERSIONS } from "../src/domain/cni/CniVersion.ts"
 import { cniEnv, originalConf, parse, World } from "./support/memoryWorld.ts"
 
 const pod = { containerId: "c1", namespace: "default", name: "p" }

@@ -6,7 +6,7 @@ import { describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fc from "fast-check"
 import { assert } from "vitest"
-import { ownerTag } from "../src/domain/Owner.ts"
+import { ownerTag } from "../src/domain/datapath/Owner.ts"
 import { cniEnv, parse, World } from "./support/memoryWorld.ts"
 
 const KEY = "tenant.routing/fwmark"

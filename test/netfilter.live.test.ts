@@ -2,16 +2,16 @@
  * The live Netfilter backends against the real kernel, each suite inside its own throwaway network
  * namespace (`ip netns add trw-nf-<random>`, deleted in afterAll whatever happens; the root netns is
  * never touched). Runs the shared contract, then golden tests of the rule text the kernel lists
- * (PRODUCT.md §4), the stale-listing retry, failure reporting, and a real packet getting its mark.
+ * (docs/DESIGN.md §4), the stale-listing retry, failure reporting, and a real packet getting its mark.
  * Needs root, iproute2, iptables and nft; skipped otherwise.
  */
 import { execFileSync, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, type Layer, Result } from "effect"
-import type { Backend } from "../src/domain/Config.ts"
-import type { MarkEntry } from "../src/domain/Entries.ts"
-import { Netfilter } from "../src/domain/Netfilter.ts"
+import type { Backend } from "../src/domain/cni/Config.ts"
+import type { MarkEntry } from "../src/domain/datapath/Entries.ts"
+import { Netfilter } from "../src/domain/datapath/Netfilter.ts"
 import * as Ipt from "../src/interpreters/live/NetfilterIptables.ts"
 import { layer, type NetfilterLiveOptions } from "../src/interpreters/live/NetfilterLive.ts"
 import * as Nft from "../src/interpreters/live/NetfilterNftables.ts"

@@ -11,13 +11,13 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Result } from "effect"
 import { runNodeSetup } from "../bin/nodeSetupCli.ts"
-import { canonicalIp } from "../src/domain/Ip.ts"
+import { canonicalIp } from "../src/domain/net/Ip.ts"
 import {
   type ConfigIssue,
   decodeNodeSetupConfig,
   decodeNodeSetupConfigJson,
   formatIssues
-} from "../src/domain/NodeSetupConfig.ts"
+} from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 
 const tenant = (overrides: Record<string, unknown> = {}) => ({

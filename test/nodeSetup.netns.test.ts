@@ -16,7 +16,7 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Result } from "effect"
 import { runNodeSetup } from "../bin/nodeSetupCli.ts"
-import { decodeNodeSetupConfig, type NodeSetupConfig } from "../src/domain/NodeSetupConfig.ts"
+import { decodeNodeSetupConfig, type NodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { type NodeSetupOptions, nodeSetup } from "../src/programs/nodeSetup.ts"
 

@@ -14,7 +14,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, type FileSystem, Layer, type Path, Result } from "effect"
 import * as fc from "fast-check"
 import { runNodeSetup } from "../bin/nodeSetupCli.ts"
-import { and32, not32, RESERVED_BITS } from "../src/domain/Mark.ts"
+import { and32, not32, RESERVED_BITS } from "../src/domain/net/Mark.ts"
 import {
   decodeNodeSetupConfig,
   type Family,
@@ -22,8 +22,8 @@ import {
   ipFamily,
   type NodeSetupConfig,
   type NodeSetupConfigWire
-} from "../src/domain/NodeSetupConfig.ts"
-import type { Routing } from "../src/domain/Routing.ts"
+} from "../src/domain/node-setup/NodeSetupConfig.ts"
+import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import {
   describeChange,
   describe as describeEntry,
@@ -41,7 +41,7 @@ import {
   sameSlot,
   steps,
   UNREACHABLE_METRIC
-} from "../src/domain/RoutingPlan.ts"
+} from "../src/domain/node-setup/RoutingPlan.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 import { formatReport, type NodeSetupOptions, nodeSetup } from "../src/programs/nodeSetup.ts"
 

@@ -3,10 +3,10 @@
  * the verbs — the attachment it concerns and the backend `auto` stands for on this node.
  */
 import { Effect } from "effect"
-import type { CniEnv } from "../domain/CniEnv.ts"
-import type { Backend, PluginConfig } from "../domain/Config.ts"
-import { Netfilter } from "../domain/Netfilter.ts"
-import type { Attachment } from "../domain/Owner.ts"
+import type { CniEnv } from "../domain/cni/CniEnv.ts"
+import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
+import { Netfilter } from "../domain/datapath/Netfilter.ts"
+import type { Attachment } from "../domain/datapath/Owner.ts"
 
 export interface Call {
   readonly env: CniEnv
@@ -27,7 +27,7 @@ export const attachmentOf = (call: Call): Attachment => ({
   ifname: call.env.ifname
 })
 
-/** `auto` means nftables when `nft` works on this node, else iptables (PRODUCT.md §2). */
+/** `auto` means nftables when `nft` works on this node, else iptables (docs/DESIGN.md §2). */
 export const activeBackend = (config: PluginConfig): Effect.Effect<Backend, never, Netfilter> =>
   config.backend === "auto"
     ? Effect.map(

@@ -1,5 +1,5 @@
 /**
- * ADD (PRODUCT.md §5): run the delegate (or read prevResult in chained mode) while resolving the
+ * ADD (docs/DESIGN.md §5): run the delegate (or read prevResult in chained mode) while resolving the
  * tenant, install the pod's marks and its record, print the result in the config's version.
  *
  * A running delegate is never interrupted: the resolution is reduced to a value first, so a failure
@@ -7,12 +7,12 @@
  * succeeded removes what this call installed, runs the delegate DEL, and returns the error.
  */
 import { Effect, Result, Schema } from "effect"
-import type { AnnotationSource } from "../domain/AnnotationSource.ts"
-import { CniResult, convertResult, podIps } from "../domain/CniResult.ts"
-import { type CniFailure, DelegateFailed, InvalidConfig, type TryAgainLater } from "../domain/Errors.ts"
-import { formatMark } from "../domain/Mark.ts"
-import { ownerTag } from "../domain/Owner.ts"
-import type { Tenant } from "../domain/Tenant.ts"
+import { CniResult, convertResult, podIps } from "../domain/cni/CniResult.ts"
+import { type CniFailure, DelegateFailed, InvalidConfig, type TryAgainLater } from "../domain/cni/Errors.ts"
+import { ownerTag } from "../domain/datapath/Owner.ts"
+import { formatMark } from "../domain/net/Mark.ts"
+import type { AnnotationSource } from "../domain/tenancy/AnnotationSource.ts"
+import type { Tenant } from "../domain/tenancy/Tenant.ts"
 import { attachmentOf, type Call, type Outcome } from "./Call.ts"
 import { attach } from "./datapath.ts"
 import { delegateAdd, delegateDel, negotiate } from "./delegation.ts"
@@ -54,7 +54,7 @@ export const cmdAdd = Effect.fn("cmdAdd")(function* (call: Call) {
   const a = attachmentOf(call)
   const open = config.failurePolicy === "open"
 
-  // The kubeconfig is loaded before the delegate runs (PRODUCT.md §2), so a broken one costs nothing;
+  // The kubeconfig is loaded before the delegate runs (docs/DESIGN.md §2), so a broken one costs nothing;
   // only a failure that failurePolicy open covers is carried on, to end as an untagged pod.
   const reader = yield* Effect.result(connectApi(call))
   if (Result.isFailure(reader) && !(open && coveredByOpen(reader.failure))) return yield* reader.failure

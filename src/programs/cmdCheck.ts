@@ -1,15 +1,15 @@
 /**
- * CHECK (PRODUCT.md §5): the delegate's own CHECK, then the state record against the kernel, without
+ * CHECK (docs/DESIGN.md §5): the delegate's own CHECK, then the state record against the kernel, without
  * the Kubernetes API — a changed annotation takes effect at the next pod start, not here.
  */
 import { Effect } from "effect"
-import { AttachmentStore } from "../domain/AttachmentStore.ts"
-import { findDrift } from "../domain/Check.ts"
-import { podIps } from "../domain/CniResult.ts"
-import { compareVersions } from "../domain/CniVersion.ts"
-import { Drift, IncompatibleVersion, InvalidConfig } from "../domain/Errors.ts"
-import { NodeLock } from "../domain/NodeLock.ts"
-import { ownerTag } from "../domain/Owner.ts"
+import { podIps } from "../domain/cni/CniResult.ts"
+import { compareVersions } from "../domain/cni/CniVersion.ts"
+import { Drift, IncompatibleVersion, InvalidConfig } from "../domain/cni/Errors.ts"
+import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
+import { findDrift } from "../domain/datapath/Check.ts"
+import { NodeLock } from "../domain/datapath/NodeLock.ts"
+import { ownerTag } from "../domain/datapath/Owner.ts"
 import { attachmentOf, type Call, type Outcome } from "./Call.ts"
 import { listAll } from "./datapath.ts"
 import { delegateCheck, negotiate } from "./delegation.ts"

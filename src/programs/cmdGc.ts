@@ -4,9 +4,9 @@
  * delegate's GC, when it speaks 1.1.0.
  */
 import { Effect } from "effect"
-import { compareVersions } from "../domain/CniVersion.ts"
-import { VALID_ATTACHMENTS_KEY } from "../domain/Config.ts"
-import { IncompatibleVersion, InvalidConfig } from "../domain/Errors.ts"
+import { compareVersions } from "../domain/cni/CniVersion.ts"
+import { VALID_ATTACHMENTS_KEY } from "../domain/cni/Config.ts"
+import { IncompatibleVersion, InvalidConfig } from "../domain/cni/Errors.ts"
 import type { Call, Outcome } from "./Call.ts"
 import { collect } from "./datapath.ts"
 import { delegateGc, delegateSpeaks11 } from "./delegation.ts"

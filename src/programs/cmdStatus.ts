@@ -3,9 +3,9 @@
  * the delegate answers for itself when it speaks 1.1.0.
  */
 import { Effect } from "effect"
-import { compareVersions } from "../domain/CniVersion.ts"
-import { IncompatibleVersion, NotAvailable } from "../domain/Errors.ts"
-import { Netfilter } from "../domain/Netfilter.ts"
+import { compareVersions } from "../domain/cni/CniVersion.ts"
+import { IncompatibleVersion, NotAvailable } from "../domain/cni/Errors.ts"
+import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { activeBackend, type Call, type Outcome } from "./Call.ts"
 import { delegateSpeaks11, delegateStatus } from "./delegation.ts"
 

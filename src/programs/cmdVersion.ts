@@ -1,7 +1,7 @@
 /**
  * VERSION: the versions we speak. Needs no config beyond cniVersion, and touches nothing.
  */
-import { SUPPORTED_VERSIONS } from "../domain/CniVersion.ts"
+import { SUPPORTED_VERSIONS } from "../domain/cni/CniVersion.ts"
 import type { Outcome } from "./Call.ts"
 
 export const cmdVersion = (cniVersion: string): Outcome => ({

@@ -4,10 +4,11 @@
  * the inverses newest first, so the kernel and the records end exactly as they were.
  */
 import { Effect } from "effect"
-import { makeRecord } from "../domain/AttachmentRecord.ts"
-import { AttachmentStore } from "../domain/AttachmentStore.ts"
-import type { BackendEntries } from "../domain/Check.ts"
-import type { Backend, PluginConfig } from "../domain/Config.ts"
+import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
+import type { NetfilterFailed, StateFailed } from "../domain/cni/Errors.ts"
+import { makeRecord } from "../domain/datapath/AttachmentRecord.ts"
+import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
+import type { BackendEntries } from "../domain/datapath/Check.ts"
 import {
   BACKENDS,
   type Changes,
@@ -17,12 +18,11 @@ import {
   planAttach,
   planDetach,
   planRemoveOwners
-} from "../domain/Entries.ts"
-import type { NetfilterFailed, StateFailed } from "../domain/Errors.ts"
-import { Netfilter } from "../domain/Netfilter.ts"
-import { NodeLock } from "../domain/NodeLock.ts"
-import { type Attachment, ownerTag } from "../domain/Owner.ts"
-import type { Tenant } from "../domain/Tenant.ts"
+} from "../domain/datapath/Entries.ts"
+import { Netfilter } from "../domain/datapath/Netfilter.ts"
+import { NodeLock } from "../domain/datapath/NodeLock.ts"
+import { type Attachment, ownerTag } from "../domain/datapath/Owner.ts"
+import type { Tenant } from "../domain/tenancy/Tenant.ts"
 import { activeBackend } from "./Call.ts"
 
 /** Every managed entry of both backends. */

@@ -4,11 +4,11 @@
  * the one `Delegate.run` primitive.
  */
 import { Effect, Schema } from "effect"
-import type { Command } from "../domain/CniEnv.ts"
-import { type CniResult, convertResult } from "../domain/CniResult.ts"
-import { compareVersions, highestCommon, SUPPORTED_VERSIONS } from "../domain/CniVersion.ts"
-import { Delegate } from "../domain/Delegate.ts"
-import { DelegateFailed } from "../domain/Errors.ts"
+import type { Command } from "../domain/cni/CniEnv.ts"
+import { type CniResult, convertResult } from "../domain/cni/CniResult.ts"
+import { compareVersions, highestCommon, SUPPORTED_VERSIONS } from "../domain/cni/CniVersion.ts"
+import { Delegate } from "../domain/cni/Delegate.ts"
+import { DelegateFailed } from "../domain/cni/Errors.ts"
 import type { Call } from "./Call.ts"
 
 const VersionAnswer = Schema.Struct({ supportedVersions: Schema.Array(Schema.String) })
@@ -90,7 +90,7 @@ export const delegateGc = (call: Call, extra: Readonly<Record<string, unknown>>)
 
 export const delegateStatus = (call: Call) => runDelegate(call, "STATUS", delegateConf(call, "1.1.0"))
 
-/** GC and STATUS go only to delegates that speak 1.1.0 (PRODUCT.md §5). */
+/** GC and STATUS go only to delegates that speak 1.1.0 (docs/DESIGN.md §5). */
 export const delegateSpeaks11 = (call: Call) =>
   call.config.delegate === undefined
     ? Effect.succeed(false)

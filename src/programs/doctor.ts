@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper doctor` (PRODUCT.md §7): gather what the node looks like through the
+ * `tenant-routing-wrapper doctor` (docs/DESIGN.md §7): gather what the node looks like through the
  * services, then let `diagnose` (domain/doctor/Diagnose.ts) judge it. Reads top to bottom: load the
  * tenants file and the installed conflist, read rules and the tenant tables, then everything else
  * concurrently — backends, entries, records, reverse-path sysctls, netfilter inventory, CNI binaries,
@@ -11,9 +11,9 @@
  * an ADD or DEL running at the same moment can show as a stale entry or record: run it again.
  */
 import { Effect, FileSystem, Path } from "effect"
-import { AnnotationSource } from "../domain/AnnotationSource.ts"
-import { AttachmentStore } from "../domain/AttachmentStore.ts"
-import type { Backend } from "../domain/Config.ts"
+import type { Backend } from "../domain/cni/Config.ts"
+import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
+import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { type CheckResult, exitCodeOf, summaryOf } from "../domain/doctor/CheckResult.ts"
 import { ciliumPresent } from "../domain/doctor/CiliumChecks.ts"
 import { diagnose } from "../domain/doctor/Diagnose.ts"
@@ -28,13 +28,13 @@ import {
   type TenantSource,
   unreadable
 } from "../domain/doctor/Facts.ts"
+import { NodeFacts } from "../domain/doctor/NodeFacts.ts"
 import { ipv4GatewaysToProbe } from "../domain/doctor/ReversePathChecks.ts"
 import { tablesToRead } from "../domain/doctor/RoutingChecks.ts"
-import { formatMark } from "../domain/Mark.ts"
-import { Netfilter } from "../domain/Netfilter.ts"
-import { NodeFacts } from "../domain/NodeFacts.ts"
-import { Routing } from "../domain/Routing.ts"
-import { FAMILIES } from "../domain/RoutingPlan.ts"
+import { formatMark } from "../domain/net/Mark.ts"
+import { Routing } from "../domain/node-setup/Routing.ts"
+import { FAMILIES } from "../domain/node-setup/RoutingPlan.ts"
+import { AnnotationSource } from "../domain/tenancy/AnnotationSource.ts"
 
 export interface DoctorOptions {
   /** `--config`: a tenants file that must exist. */

@@ -3,12 +3,12 @@
  * attachment records so hashed owner tags are shown as the attachment they belong to.
  */
 import { Effect } from "effect"
-import type { AttachmentRecord } from "../domain/AttachmentRecord.ts"
-import { AttachmentStore } from "../domain/AttachmentStore.ts"
-import type { Backend } from "../domain/Config.ts"
-import { BACKENDS } from "../domain/Entries.ts"
-import { formatMark } from "../domain/Mark.ts"
-import { Netfilter } from "../domain/Netfilter.ts"
+import type { Backend } from "../domain/cni/Config.ts"
+import type { AttachmentRecord } from "../domain/datapath/AttachmentRecord.ts"
+import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
+import { BACKENDS } from "../domain/datapath/Entries.ts"
+import { Netfilter } from "../domain/datapath/Netfilter.ts"
+import { formatMark } from "../domain/net/Mark.ts"
 
 export interface InspectedEntry {
   readonly backend: Backend

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper node-setup` (PRODUCT.md §6): make the node's policy routing match the
+ * `tenant-routing-wrapper node-setup` (docs/DESIGN.md §6): make the node's policy routing match the
  * tenants file (`apply`) or undo exactly what it installs (`remove`), or only show what either would
  * take (`dryRun`).
  *
@@ -10,8 +10,8 @@
  * it got. Table names go to rt_tables only when asked (`writeRtTables`), written atomically.
  */
 import { Effect, FileSystem, Path, Random } from "effect"
-import type { NodeSetupConfig } from "../domain/NodeSetupConfig.ts"
-import { Routing, RoutingError } from "../domain/Routing.ts"
+import type { NodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
+import { Routing, RoutingError } from "../domain/node-setup/Routing.ts"
 import {
   type Blocked,
   describe,
@@ -29,7 +29,7 @@ import {
   steps,
   tableNamesOf,
   tablesOf
-} from "../domain/RoutingPlan.ts"
+} from "../domain/node-setup/RoutingPlan.ts"
 
 export type NodeSetupMode = "apply" | "remove"
 

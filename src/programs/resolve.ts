@@ -1,16 +1,20 @@
 /**
  * Reading the annotations a pod's tenant depends on, and mapping read failures to CNI codes per
- * PRODUCT.md §3: pod read failures are "try again later" (11); namespace read failures are 11 too,
+ * docs/DESIGN.md §3: pod read failures are "try again later" (11); namespace read failures are 11 too,
  * except a 403 under `pinning: best-effort`, which means "no pinning" with a warning, and any failure
  * under `pinning: strict`, which is NamespaceUnreadable (never covered by failurePolicy open).
  */
 import { Effect } from "effect"
-import { type AnnotationReader, AnnotationSource, type Annotations } from "../domain/AnnotationSource.ts"
-import { NamespaceUnreadable, TryAgainLater } from "../domain/Errors.ts"
-import { resolveTenant } from "../domain/Resolution.ts"
+import { NamespaceUnreadable, TryAgainLater } from "../domain/cni/Errors.ts"
+import {
+  type AnnotationReader,
+  AnnotationSource,
+  type Annotations
+} from "../domain/tenancy/AnnotationSource.ts"
+import { resolveTenant } from "../domain/tenancy/Resolution.ts"
 import type { Call } from "./Call.ts"
 
-/** Loads the kubeconfig, if one is configured; done before the delegate runs (PRODUCT.md §2). */
+/** Loads the kubeconfig, if one is configured; done before the delegate runs (docs/DESIGN.md §2). */
 export const connectApi = (call: Call) => {
   const kubeconfig = call.config.kubeconfig
   if (kubeconfig === undefined) return Effect.succeed(undefined)

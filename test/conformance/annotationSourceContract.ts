@@ -14,7 +14,7 @@ import {
   type AnnotationReader,
   AnnotationSource,
   type Annotations
-} from "../../src/domain/AnnotationSource.ts"
+} from "../../src/domain/tenancy/AnnotationSource.ts"
 
 export interface ContractState {
   readonly pods: ReadonlyArray<{

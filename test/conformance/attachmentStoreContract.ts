@@ -5,10 +5,10 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, type Layer } from "effect"
-import { type AttachmentRecord, makeRecord } from "../../src/domain/AttachmentRecord.ts"
-import { AttachmentStore } from "../../src/domain/AttachmentStore.ts"
-import type { StateFailed } from "../../src/domain/Errors.ts"
-import type { Attachment } from "../../src/domain/Owner.ts"
+import type { StateFailed } from "../../src/domain/cni/Errors.ts"
+import { type AttachmentRecord, makeRecord } from "../../src/domain/datapath/AttachmentRecord.ts"
+import { AttachmentStore } from "../../src/domain/datapath/AttachmentStore.ts"
+import type { Attachment } from "../../src/domain/datapath/Owner.ts"
 
 export interface AttachmentStoreContractOptions {
   /** A state directory for one law (a fresh temporary directory for the files store). */

@@ -24,9 +24,9 @@
 import { randomBytes } from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, type Layer } from "effect"
-import type { Command } from "../../src/domain/CniEnv.ts"
-import { Delegate } from "../../src/domain/Delegate.ts"
-import { DelegateError, type DelegateFailed } from "../../src/domain/Errors.ts"
+import type { Command } from "../../src/domain/cni/CniEnv.ts"
+import { Delegate } from "../../src/domain/cni/Delegate.ts"
+import { DelegateError, type DelegateFailed } from "../../src/domain/cni/Errors.ts"
 
 export type DelegateLaw =
   | "version-list"

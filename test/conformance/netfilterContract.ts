@@ -16,11 +16,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, type Layer } from "effect"
 import * as fc from "fast-check"
-import type { Backend } from "../../src/domain/Config.ts"
-import { BACKENDS, type Changes, type MarkEntry } from "../../src/domain/Entries.ts"
-import type { NetfilterFailed } from "../../src/domain/Errors.ts"
-import { canonicalIp, type Family } from "../../src/domain/Ip.ts"
-import { Netfilter } from "../../src/domain/Netfilter.ts"
+import type { Backend } from "../../src/domain/cni/Config.ts"
+import type { NetfilterFailed } from "../../src/domain/cni/Errors.ts"
+import { BACKENDS, type Changes, type MarkEntry } from "../../src/domain/datapath/Entries.ts"
+import { Netfilter } from "../../src/domain/datapath/Netfilter.ts"
+import { canonicalIp, type Family } from "../../src/domain/net/Ip.ts"
 
 export type NetfilterLaw =
   | "usable"

@@ -11,7 +11,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, type Layer } from "effect"
 import * as fc from "fast-check"
-import { NodeLock } from "../../src/domain/NodeLock.ts"
+import { NodeLock } from "../../src/domain/datapath/NodeLock.ts"
 
 export type NodeLockLaw =
   | "mutual-exclusion"

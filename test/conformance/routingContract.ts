@@ -19,8 +19,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, type Layer } from "effect"
-import type { Family } from "../../src/domain/NodeSetupConfig.ts"
-import { Routing, type RoutingError } from "../../src/domain/Routing.ts"
+import type { Family } from "../../src/domain/node-setup/NodeSetupConfig.ts"
+import { Routing, type RoutingError } from "../../src/domain/node-setup/Routing.ts"
 import {
   effectiveMetric,
   type IpRule,
@@ -28,7 +28,7 @@ import {
   routeEntry,
   ruleEntry,
   UNREACHABLE_METRIC
-} from "../../src/domain/RoutingPlan.ts"
+} from "../../src/domain/node-setup/RoutingPlan.ts"
 
 export type RoutingLaw =
   | "rule-add-list"

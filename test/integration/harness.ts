@@ -5,7 +5,7 @@
  * system tools directly, never through the plugin's own interpreters, so the tests check the plugin
  * against the kernel rather than against itself.
  *
- * Everything here runs commands inside namespaces made by scripts/sim (the node namespace), never in the
+ * Everything here runs commands inside namespaces made by test/sim (the node namespace), never in the
  * root namespace.
  */
 import { spawnSync } from "node:child_process"
@@ -23,8 +23,8 @@ import {
 import { isIP } from "node:net"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import type { Conflist, PluginConf } from "../../scripts/sim/cniRuntime.ts"
-import { execIn, hasTool, isRoot, mustIn } from "../../scripts/sim/netns.ts"
+import type { Conflist, PluginConf } from "../sim/cniRuntime.ts"
+import { execIn, hasTool, isRoot, mustIn } from "../sim/netns.ts"
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 export const DIST_DIR = join(ROOT, "dist")

@@ -1,6 +1,6 @@
 /**
  * The original project's conflist (../shared/origin/README.md) must keep working unchanged apart from
- * paths and the next plugin's type (PRODUCT.md §2). Here it runs as written — no `backend` (so `auto`),
+ * paths and the next plugin's type (docs/DESIGN.md §2). Here it runs as written — no `backend` (so `auto`),
  * no capability, no tenants, the kubelet's own identity (a client certificate, as kubelet.conf has, which
  * may not read namespaces: the test API server answers 403 there) — with only these changes: the
  * kubeconfig path, host-local's `dataDir` and our `stateDir` pointing into the test's temp dir (both
@@ -17,9 +17,9 @@
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { CniRuntime, type Conflist } from "../../scripts/sim/cniRuntime.ts"
-import { ip, randomPrefix } from "../../scripts/sim/netns.ts"
-import { DEFAULT_TENANT_ROUTES, type KubeApi, type Pod, Topology } from "../../scripts/sim/topology.ts"
+import { CniRuntime, type Conflist } from "../sim/cniRuntime.ts"
+import { ip, randomPrefix } from "../sim/netns.ts"
+import { DEFAULT_TENANT_ROUTES, type KubeApi, type Pod, Topology } from "../sim/topology.ts"
 import {
   ANNOTATION,
   entriesOf,

@@ -1,5 +1,5 @@
 /**
- * The simulated node itself (scripts/sim), with bare ptp + host-local and marks set by hand — no plugin.
+ * The simulated node itself (test/sim), with bare ptp + host-local and marks set by hand — no plugin.
  * These tests show that the probes the plugin's suites rely on can fail: a mark that is missing, a
  * routing rule that is missing, or a mark put on replies each change what a probe sees. Without them, a
  * green plugin suite could mean a blind simulation. Also checks the mini libcni's chaining and that
@@ -8,9 +8,9 @@
 
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { CniRuntime } from "../../scripts/sim/cniRuntime.ts"
-import { ip, listNetns, mustIn, randomPrefix } from "../../scripts/sim/netns.ts"
-import { type Pod, SERVICE_V4, SERVICE_V6, Topology } from "../../scripts/sim/topology.ts"
+import { CniRuntime } from "../sim/cniRuntime.ts"
+import { ip, listNetns, mustIn, randomPrefix } from "../sim/netns.ts"
+import { type Pod, SERVICE_V4, SERVICE_V6, Topology } from "../sim/topology.ts"
 import { integrationRequired, leases, missingPrerequisites, SYSTEM_CNI } from "./harness.ts"
 
 const missing = missingPrerequisites()

@@ -20,8 +20,8 @@
 import { rmSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { CniRuntime } from "../../scripts/sim/cniRuntime.ts"
-import { randomPrefix, removePath, tempDir } from "../../scripts/sim/netns.ts"
+import { CniRuntime } from "../sim/cniRuntime.ts"
+import { randomPrefix, removePath, tempDir } from "../sim/netns.ts"
 import {
   DEFAULT_TENANT_ROUTES,
   type GatewayName,
@@ -30,7 +30,7 @@ import {
   SERVICE_V4,
   SERVICE_V6,
   Topology
-} from "../../scripts/sim/topology.ts"
+} from "../sim/topology.ts"
 import {
   ANNOTATION,
   type Backend,

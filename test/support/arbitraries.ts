@@ -4,7 +4,7 @@
  * pods, and operation sequences over two networks.
  */
 import * as fc from "fast-check"
-import { formatMark, RESERVED_BITS } from "../../src/domain/Mark.ts"
+import { formatMark, RESERVED_BITS } from "../../src/domain/net/Mark.ts"
 
 export interface TenantSpec {
   readonly name: string

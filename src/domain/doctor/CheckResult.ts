@@ -1,5 +1,5 @@
 /**
- * What `doctor` reports (PRODUCT.md §7): one named result per check and subject (ok / warn / fail,
+ * What `doctor` reports (docs/DESIGN.md §7): one named result per check and subject (ok / warn / fail,
  * a one-line reason, a one-line hint), and the exit code and summary they add up to. The checks that
  * produce them are the other files of this folder; `Diagnose.ts` runs them all in a fixed order.
  */

@@ -6,10 +6,11 @@
  * from `cilium-dbg status`: the line `Host Routing: BPF|Legacy` (older agents) or
  * `Routing: Network: … Host: BPF|Legacy` (newer).
  */
-import type { NetfilterInventory } from "../NodeFacts.ts"
+
 import { type CheckResult, result } from "./CheckResult.ts"
 import { type DoctorFacts, type Fact, isUnreadable, type PluginSettings } from "./Facts.ts"
 import { presenceOf } from "./MarkUsers.ts"
+import type { NetfilterInventory } from "./NodeFacts.ts"
 
 /** `BPF` or `Legacy` from `cilium-dbg status` text, in either of the formats Cilium has printed. */
 export const parseHostRouting = (text: string): "BPF" | "Legacy" | undefined => {

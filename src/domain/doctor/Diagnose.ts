@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper doctor` decided purely (PRODUCT.md §7): facts gathered from the node go in
+ * `tenant-routing-wrapper doctor` decided purely (docs/DESIGN.md §7): facts gathered from the node go in
  * (`Facts.ts`), named check results (ok / warn / fail, a one-line reason, a hint) come out
  * (`CheckResult.ts`). `programs/doctor.ts` gathers the facts through the services and never judges
  * them; everything a reviewer needs to know about what doctor calls healthy is in this folder.
@@ -17,7 +17,7 @@
  * - `cilium-host-routing` (`CiliumChecks.ts`): with Cilium present, its host routing must be `Legacy`.
  * - `namespace-read` (`ApiChecks.ts`): with a kubeconfig, the configured identity may read namespaces.
  */
-import { formatMark } from "../Mark.ts"
+import { formatMark } from "../net/Mark.ts"
 import { apiChecks } from "./ApiChecks.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { ciliumChecks } from "./CiliumChecks.ts"

@@ -7,11 +7,15 @@
  * the files is the program's job.
  */
 import { Result } from "effect"
-import { decodeConfig, type PluginConfig } from "../Config.ts"
-import { PLUGIN_TYPE } from "../Conflist.ts"
-import { formatMark, or32 } from "../Mark.ts"
-import { decodeNodeSetupConfigJson, formatIssues, type NodeSetupConfig } from "../NodeSetupConfig.ts"
-import { DEFAULT_TENANTS } from "../Tenant.ts"
+import { decodeConfig, type PluginConfig } from "../cni/Config.ts"
+import { PLUGIN_TYPE } from "../install/Conflist.ts"
+import { formatMark, or32 } from "../net/Mark.ts"
+import {
+  decodeNodeSetupConfigJson,
+  formatIssues,
+  type NodeSetupConfig
+} from "../node-setup/NodeSetupConfig.ts"
+import { DEFAULT_TENANTS } from "../tenancy/Tenant.ts"
 import type { LoadedConfig, PluginSettings, TenantSource } from "./Facts.ts"
 
 const sourceFromNodeSetup = (config: NodeSetupConfig, path: string): TenantSource => ({

@@ -4,12 +4,13 @@
  * with the reason, so one broken tool becomes one check's warning instead of hiding the others.
  * Types only, plus the `Unreadable` constructor and guard; nothing here decides.
  */
-import type { AttachmentRecord } from "../AttachmentRecord.ts"
-import type { Backend } from "../Config.ts"
-import type { MarkEntry } from "../Entries.ts"
-import type { CommandOutput, NetfilterInventory } from "../NodeFacts.ts"
-import type { IpRule, Route } from "../RoutingPlan.ts"
-import type { Tenant } from "../Tenant.ts"
+
+import type { Backend } from "../cni/Config.ts"
+import type { AttachmentRecord } from "../datapath/AttachmentRecord.ts"
+import type { MarkEntry } from "../datapath/Entries.ts"
+import type { IpRule, Route } from "../node-setup/RoutingPlan.ts"
+import type { Tenant } from "../tenancy/Tenant.ts"
+import type { CommandOutput, NetfilterInventory } from "./NodeFacts.ts"
 
 /** A fact that could not be read, and why. */
 export interface Unreadable {

@@ -21,10 +21,10 @@
  * A clash is judged on the bits the plugin rewrites, i.e. the whole markMask (`mark & ~mask | tenant`),
  * not only the tenants' own bits.
  */
-import { and32, formatMark, or32 } from "../Mark.ts"
-import type { NetfilterInventory } from "../NodeFacts.ts"
+import { and32, formatMark, or32 } from "../net/Mark.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { type DoctorFacts, isUnreadable, type LoadedConfig, type PluginSettings } from "./Facts.ts"
+import type { NetfilterInventory } from "./NodeFacts.ts"
 
 export interface MarkUser {
   /** Short name, the result's subject: `kubernetes`, `portmap`, `cilium/magic`, `cilium/key`, `cilium/identity`, `calico`. */

@@ -25,9 +25,9 @@
  *   IPv6 has no rp_filter sysctl (its reverse-path checks are netfilter rules, e.g. firewalld's
  *   IPv6_rpfilter), so it is not checked.
  */
-import { canonicalIp } from "../Ip.ts"
-import { ipFamily } from "../NodeSetupConfig.ts"
-import { FAMILIES, type IpRule, type Route } from "../RoutingPlan.ts"
+import { canonicalIp } from "../net/Ip.ts"
+import { ipFamily } from "../node-setup/NodeSetupConfig.ts"
+import { FAMILIES, type IpRule, type Route } from "../node-setup/RoutingPlan.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { type DoctorFacts, type Fact, isUnreadable, type TenantSource } from "./Facts.ts"
 import { gatewayDefaults, tenantRuleIndex } from "./RoutingChecks.ts"

@@ -1,6 +1,6 @@
 /**
  * The `tenant-rule`, `suppress-rule` and `tenant-route` checks: node-setup's rules and routes
- * (PRODUCT.md §6) exist. With a tenants file, exactly: `fwmark MARK/MASK lookup TABLE` and a default
+ * (docs/DESIGN.md §6) exist. With a tenants file, exactly: `fwmark MARK/MASK lookup TABLE` and a default
  * route via one of the tenant's gateways in each family where it has gateways (missing: fail), the
  * rule and the unreachable default in families where it has none (missing: warn, its marked traffic
  * would leave through the main table instead of being dropped). From a conflist there are no tables:
@@ -8,10 +8,16 @@
  * route via a gateway. In both cases `lookup main suppress_prefixlength 0` must come before the tenant
  * rules. Also decides which tables the program reads (`tablesToRead`).
  */
-import { canonicalIp, type Family } from "../Ip.ts"
-import { formatMark } from "../Mark.ts"
-import { ipFamily } from "../NodeSetupConfig.ts"
-import { FAMILIES, type IpRule, MAIN_TABLE, type Route, UNREACHABLE_METRIC } from "../RoutingPlan.ts"
+import { canonicalIp, type Family } from "../net/Ip.ts"
+import { formatMark } from "../net/Mark.ts"
+import { ipFamily } from "../node-setup/NodeSetupConfig.ts"
+import {
+  FAMILIES,
+  type IpRule,
+  MAIN_TABLE,
+  type Route,
+  UNREACHABLE_METRIC
+} from "../node-setup/RoutingPlan.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { type DoctorFacts, type DoctorTenant, type Fact, isUnreadable, type TenantSource } from "./Facts.ts"
 

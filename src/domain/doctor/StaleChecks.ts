@@ -5,9 +5,9 @@
  * (such a pod's egress is not tenant-routed); entries whose mark no tenant has fail (no rule routes
  * them). Doctor takes no node lock, so an ADD or DEL running meanwhile can show here: run it again.
  */
-import type { Backend } from "../Config.ts"
-import { canonicalIp } from "../Ip.ts"
-import { formatMark } from "../Mark.ts"
+import type { Backend } from "../cni/Config.ts"
+import { canonicalIp } from "../net/Ip.ts"
+import { formatMark } from "../net/Mark.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { type DoctorFacts, isUnreadable } from "./Facts.ts"
 

@@ -4,7 +4,7 @@
  * certificate files or inline data; CA inline or as a file). The kubeconfig is loaded and interpreted
  * by the unmodified `KubeConfig` of `@kubernetes/client-node`; the two GETs are made with `node:https`.
  *
- * What it decides (PRODUCT.md §2, §3):
+ * What it decides (docs/DESIGN.md §2, §3):
  * - `connect`: a kubeconfig file that does not exist is TryAgainLater (11) — a DaemonSet may not have
  *   written it yet — and so is a `token-file` it names that does not exist. A file that is not YAML, or
  *   has no current context naming a defined cluster (with an https server) and user, is InvalidConfig (7).
@@ -37,14 +37,14 @@ import type * as Http from "node:http"
 import type * as Https from "node:https"
 import type { KubeConfig } from "@kubernetes/client-node/dist/config.js"
 import { Effect, Layer, Option, Schema } from "effect"
+import { InvalidConfig, TryAgainLater } from "../../domain/cni/Errors.ts"
 import {
   type AnnotationReader,
   AnnotationSource,
   type Annotations,
   ApiForbidden,
   ApiUnavailable
-} from "../../domain/AnnotationSource.ts"
-import { InvalidConfig, TryAgainLater } from "../../domain/Errors.ts"
+} from "../../domain/tenancy/AnnotationSource.ts"
 
 type ConfigModule = typeof import("@kubernetes/client-node/dist/config.js")
 

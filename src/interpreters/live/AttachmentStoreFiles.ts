@@ -1,6 +1,6 @@
 /**
  * The state records (src/domain/AttachmentStore.ts) as files: `<stateDir>/<network>/<containerId>/
- * <ifname>.json` (PRODUCT.md §4), directories 0700 and files 0600 (they name pods and tenants).
+ * <ifname>.json` (docs/DESIGN.md §4), directories 0700 and files 0600 (they name pods and tenants).
  *
  * A write is atomic and durable: the JSON goes to `<ifname>.json:tmp-<random>` in the same
  * directory, is fsynced, renamed over the record, and the directory is fsynced, so a reader (or a
@@ -18,10 +18,10 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect, Layer, Schema } from "effect"
-import { AttachmentRecord } from "../../domain/AttachmentRecord.ts"
-import { AttachmentStore } from "../../domain/AttachmentStore.ts"
-import { StateFailed } from "../../domain/Errors.ts"
-import type { Attachment } from "../../domain/Owner.ts"
+import { StateFailed } from "../../domain/cni/Errors.ts"
+import { AttachmentRecord } from "../../domain/datapath/AttachmentRecord.ts"
+import { AttachmentStore } from "../../domain/datapath/AttachmentStore.ts"
+import type { Attachment } from "../../domain/datapath/Owner.ts"
 
 const RECORD = ".json"
 const TMP = `${RECORD}:tmp-`

@@ -29,8 +29,8 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import { Duration, Effect, Layer, type PlatformError, Schema, Stream } from "effect"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
-import { Delegate, type DelegateCall } from "../../domain/Delegate.ts"
-import { DelegateError, DelegateFailed } from "../../domain/Errors.ts"
+import { Delegate, type DelegateCall } from "../../domain/cni/Delegate.ts"
+import { DelegateError, DelegateFailed } from "../../domain/cni/Errors.ts"
 
 /** More than any real result; a plugin printing this much is broken (its output is refused). */
 export const MAX_STDOUT_BYTES = 4 * 1024 * 1024

@@ -1,6 +1,6 @@
 /**
  * Where one CNI call's log lines go: JSON lines appended to `logFile`, or to stderr when no file is
- * configured or it cannot be opened. Never stdout (PRODUCT.md §1: stdout carries only the CNI
+ * configured or it cannot be opened. Never stdout (docs/DESIGN.md §1: stdout carries only the CNI
  * result), which is why this replaces Effect's default logger (it writes with console.log).
  *
  * Each call is its own short-lived process, so the file is opened per call with O_APPEND: every line

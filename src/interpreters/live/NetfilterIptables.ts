@@ -1,5 +1,5 @@
 /**
- * The `iptables` backend (PRODUCT.md §4, the original plugin's mechanism): chain `TRW-MARK` in the
+ * The `iptables` backend (docs/DESIGN.md §4, the original plugin's mechanism): chain `TRW-MARK` in the
  * mangle table of `iptables` and `ip6tables`, jumped to from the first rule of PREROUTING, one rule
  * per pod IP:
  *
@@ -22,9 +22,9 @@
  *   deleting them would cost a kernel RCU grace period and race with the next ADD).
  * - Never change CHAIN: entries installed by an older version must still be found by a newer one.
  */
-import type { Changes, MarkEntry } from "../../domain/Entries.ts"
-import { canonicalIp, type Family, parseIp } from "../../domain/Ip.ts"
-import { and32, formatMark } from "../../domain/Mark.ts"
+import type { Changes, MarkEntry } from "../../domain/datapath/Entries.ts"
+import { canonicalIp, type Family, parseIp } from "../../domain/net/Ip.ts"
+import { and32, formatMark } from "../../domain/net/Mark.ts"
 
 export const CHAIN = "TRW-MARK"
 export const TABLE = "mangle"

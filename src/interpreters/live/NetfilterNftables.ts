@@ -1,5 +1,5 @@
 /**
- * The `nftables` backend (PRODUCT.md §4): `table inet tenant_routing`, chain `prerouting` (filter
+ * The `nftables` backend (docs/DESIGN.md §4): `table inet tenant_routing`, chain `prerouting` (filter
  * hook at mangle priority), one set per mark and family (`m10_v4`, `m10_v6`) whose elements are the
  * pod IPs commented with their owner tag, and one rule per set:
  *
@@ -33,9 +33,9 @@
  * - Never change these names: upgrades depend on them.
  */
 import { Effect, Option, Result, Schema } from "effect"
-import type { Changes, MarkEntry } from "../../domain/Entries.ts"
-import { canonicalIp, type Family, parseIp } from "../../domain/Ip.ts"
-import { formatMark, not32, or32 } from "../../domain/Mark.ts"
+import type { Changes, MarkEntry } from "../../domain/datapath/Entries.ts"
+import { canonicalIp, type Family, parseIp } from "../../domain/net/Ip.ts"
+import { formatMark, not32, or32 } from "../../domain/net/Mark.ts"
 
 export const TABLE = "tenant_routing"
 export const CHAIN = "prerouting"

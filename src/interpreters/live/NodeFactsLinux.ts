@@ -20,8 +20,6 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import { type Duration, Effect, FileSystem, Layer, Schema } from "effect"
 import { ChildProcessSpawner } from "effect/process"
-import type { Family } from "../../domain/Ip.ts"
-import { not32, parseMarkLiteral } from "../../domain/Mark.ts"
 import {
   type ChainFact,
   type CommandOutput,
@@ -29,7 +27,9 @@ import {
   type NetfilterInventory,
   NodeFacts,
   NodeFactsError
-} from "../../domain/NodeFacts.ts"
+} from "../../domain/doctor/NodeFacts.ts"
+import type { Family } from "../../domain/net/Ip.ts"
+import { not32, parseMarkLiteral } from "../../domain/net/Mark.ts"
 import { type Ran, runTool } from "./runTool.ts"
 
 export interface NodeFactsLinuxOptions {

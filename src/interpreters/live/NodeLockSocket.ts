@@ -15,8 +15,8 @@
  */
 import * as net from "node:net"
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { NetfilterFailed } from "../../domain/Errors.ts"
-import { NodeLock } from "../../domain/NodeLock.ts"
+import { NetfilterFailed } from "../../domain/cni/Errors.ts"
+import { NodeLock } from "../../domain/datapath/NodeLock.ts"
 
 export const DEFAULT_LOCK_NAME = "tenant-routing.lock"
 

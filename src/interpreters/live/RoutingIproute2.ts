@@ -17,10 +17,10 @@
  */
 import { Effect, Layer, Schema } from "effect"
 import { ChildProcessSpawner } from "effect/process"
-import { canonicalIp, type Family } from "../../domain/Ip.ts"
-import { parseMarkLiteral } from "../../domain/Mark.ts"
-import { Routing, RoutingError } from "../../domain/Routing.ts"
-import { type Change, type IpRule, ipWords, type Route } from "../../domain/RoutingPlan.ts"
+import { canonicalIp, type Family } from "../../domain/net/Ip.ts"
+import { parseMarkLiteral } from "../../domain/net/Mark.ts"
+import { Routing, RoutingError } from "../../domain/node-setup/Routing.ts"
+import { type Change, type IpRule, ipWords, type Route } from "../../domain/node-setup/RoutingPlan.ts"
 import { runTool } from "./runTool.ts"
 
 export interface RoutingIproute2Options {

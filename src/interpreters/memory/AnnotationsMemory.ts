@@ -3,14 +3,14 @@
  * kubeconfigs that are missing or broken, and faults (unavailable or hanging reads) at chosen calls.
  */
 import { Effect, Layer } from "effect"
+import { InvalidConfig, TryAgainLater } from "../../domain/cni/Errors.ts"
 import {
   type AnnotationReader,
   AnnotationSource,
   type Annotations,
   ApiForbidden,
   ApiUnavailable
-} from "../../domain/AnnotationSource.ts"
-import { InvalidConfig, TryAgainLater } from "../../domain/Errors.ts"
+} from "../../domain/tenancy/AnnotationSource.ts"
 import type { FaultPlan } from "./Faults.ts"
 
 export class Cluster {

@@ -2,10 +2,10 @@
  * State records in a map keyed like the live file layout, with injectable write failures.
  */
 import { Effect, Layer } from "effect"
-import type { AttachmentRecord } from "../../domain/AttachmentRecord.ts"
-import { AttachmentStore } from "../../domain/AttachmentStore.ts"
-import { StateFailed } from "../../domain/Errors.ts"
-import type { Attachment } from "../../domain/Owner.ts"
+import { StateFailed } from "../../domain/cni/Errors.ts"
+import type { AttachmentRecord } from "../../domain/datapath/AttachmentRecord.ts"
+import { AttachmentStore } from "../../domain/datapath/AttachmentStore.ts"
+import type { Attachment } from "../../domain/datapath/Owner.ts"
 import type { FaultPlan } from "./Faults.ts"
 
 export class Records {

@@ -11,8 +11,8 @@
  * reservation where the model takes the lowest free one, which makes reuse frequent.
  */
 import { Effect, Layer } from "effect"
-import { Delegate, type DelegateCall } from "../../domain/Delegate.ts"
-import { DelegateError } from "../../domain/Errors.ts"
+import { Delegate, type DelegateCall } from "../../domain/cni/Delegate.ts"
+import { DelegateError } from "../../domain/cni/Errors.ts"
 import type { FaultPlan } from "./Faults.ts"
 
 export class Leases {

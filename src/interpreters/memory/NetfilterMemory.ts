@@ -4,11 +4,11 @@
  * iptables-restore and nft -f do), and a backend can be made unusable.
  */
 import { Effect, Layer } from "effect"
-import type { Backend } from "../../domain/Config.ts"
-import { byFamily, type MarkEntry, sameEntry } from "../../domain/Entries.ts"
-import { NetfilterFailed } from "../../domain/Errors.ts"
-import { canonicalIp } from "../../domain/Ip.ts"
-import { Netfilter } from "../../domain/Netfilter.ts"
+import type { Backend } from "../../domain/cni/Config.ts"
+import { NetfilterFailed } from "../../domain/cni/Errors.ts"
+import { byFamily, type MarkEntry, sameEntry } from "../../domain/datapath/Entries.ts"
+import { Netfilter } from "../../domain/datapath/Netfilter.ts"
+import { canonicalIp } from "../../domain/net/Ip.ts"
 import type { FaultPlan } from "./Faults.ts"
 
 export class Kernel {

@@ -4,13 +4,13 @@
  * Tests mutate a `NodeModel` and read through the layer; `failing` makes a read fail.
  */
 import { Effect, Layer } from "effect"
-import type { Family } from "../../domain/Ip.ts"
 import {
   type CommandOutput,
   type NetfilterInventory,
   NodeFacts,
   NodeFactsError
-} from "../../domain/NodeFacts.ts"
+} from "../../domain/doctor/NodeFacts.ts"
+import type { Family } from "../../domain/net/Ip.ts"
 
 export class NodeModel {
   /** Keyed by the /proc/sys path joined with `/`, e.g. `net/ipv4/conf/all/rp_filter`. */

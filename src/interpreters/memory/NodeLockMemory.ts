@@ -3,7 +3,7 @@
  * as concurrent plugin processes do on a node.
  */
 import { Effect, Layer, Semaphore } from "effect"
-import { NodeLock } from "../../domain/NodeLock.ts"
+import { NodeLock } from "../../domain/datapath/NodeLock.ts"
 
 export const NodeLockMemory = {
   layer: Layer.effect(

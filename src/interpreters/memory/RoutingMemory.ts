@@ -13,8 +13,8 @@
  * `RoutingMemory` (provided alongside `Routing`) exposes the state and the number of apply calls.
  */
 import { Context, Effect, Layer, Ref } from "effect"
-import type { Family } from "../../domain/NodeSetupConfig.ts"
-import { Routing, RoutingError } from "../../domain/Routing.ts"
+import type { Family } from "../../domain/node-setup/NodeSetupConfig.ts"
+import { Routing, RoutingError } from "../../domain/node-setup/Routing.ts"
 import {
   type Change,
   effectiveMetric,
@@ -24,7 +24,7 @@ import {
   ruleDeleteMatches,
   sameRule,
   sameSlot
-} from "../../domain/RoutingPlan.ts"
+} from "../../domain/node-setup/RoutingPlan.ts"
 
 export interface RoutingMemoryOptions {
   readonly initial?: RoutingState

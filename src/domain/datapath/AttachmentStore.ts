@@ -3,8 +3,8 @@
  * (a reader sees the old record or the new one); removing a missing record succeeds.
  */
 import { Context, type Effect } from "effect"
+import type { StateFailed } from "../cni/Errors.ts"
 import type { AttachmentRecord } from "./AttachmentRecord.ts"
-import type { StateFailed } from "./Errors.ts"
 import type { Attachment } from "./Owner.ts"
 
 export class AttachmentStore extends Context.Service<

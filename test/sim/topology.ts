@@ -14,7 +14,7 @@
  * which arrive on a link that is not the main table's way back to 198.18.0.1; `doctor` warns about
  * exactly that), and its main table's default goes via gw-default.
  *
- * `applyRouting` installs the tenant routing of PRODUCT.md §6 either by running the plugin's own
+ * `applyRouting` installs the tenant routing of docs/DESIGN.md §6 either by running the plugin's own
  * `node-setup` (when given its command line) or with `ip` directly. Pods are network namespaces handed to
  * a CniRuntime (cniRuntime.ts) whose plugins run inside the node namespace. `destroy()` removes all of it;
  * the registry of netns.ts removes it at exit if `destroy()` never ran.
@@ -80,13 +80,13 @@ export interface TenantRoute {
   readonly gateway: GatewayName
 }
 
-/** The defaults of PRODUCT.md §2 routed to their gateways: tenant-a → gw-a, tenant-b → gw-b. */
+/** The defaults of docs/DESIGN.md §2 routed to their gateways: tenant-a → gw-a, tenant-b → gw-b. */
 export const DEFAULT_TENANT_ROUTES: Readonly<Record<string, TenantRoute>> = {
   "tenant-a": { mark: "0x10", table: 100, priority: 1000, gateway: "gw-a" },
   "tenant-b": { mark: "0x20", table: 200, priority: 1001, gateway: "gw-b" }
 }
 
-/** The tenants file `node-setup --config` reads (PRODUCT.md §6). */
+/** The tenants file `node-setup --config` reads (docs/DESIGN.md §6). */
 export const nodeSetupConfig = (
   tenants: Readonly<Record<string, TenantRoute>>,
   markMask?: string
@@ -271,7 +271,7 @@ export class Topology {
   }
 
   // -------------------------------------------------------------------------------------------------
-  // Node routing (PRODUCT.md §6)
+  // Node routing (docs/DESIGN.md §6)
 
   /** Writes the tenants file for `node-setup` and returns its path. */
   writeNodeSetupConfig(tenants: Readonly<Record<string, TenantRoute>> = DEFAULT_TENANT_ROUTES): string {

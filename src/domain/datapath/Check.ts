@@ -1,13 +1,14 @@
 /**
- * CHECK's comparison (PRODUCT.md §5): does the kernel hold exactly what ADD recorded for this
+ * CHECK's comparison (docs/DESIGN.md §5): does the kernel hold exactly what ADD recorded for this
  * attachment? Entries are compared as data (ip, owner, mark), never as rule text, so a rule that was
  * re-rendered by another tool version is not drift while a missing or foreign one is.
  */
+
+import type { Backend } from "../cni/Config.ts"
+import { canonicalIp } from "../net/Ip.ts"
+import { formatMark } from "../net/Mark.ts"
 import type { AttachmentRecord } from "./AttachmentRecord.ts"
-import type { Backend } from "./Config.ts"
 import type { MarkEntry } from "./Entries.ts"
-import { canonicalIp } from "./Ip.ts"
-import { formatMark } from "./Mark.ts"
 
 export type BackendEntries = ReadonlyArray<readonly [Backend, ReadonlyArray<MarkEntry>]>
 

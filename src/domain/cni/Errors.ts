@@ -1,5 +1,5 @@
 /**
- * Every expected failure of the plugin, as data carrying its CNI error code (PRODUCT.md §5).
+ * Every expected failure of the plugin, as data carrying its CNI error code (docs/DESIGN.md §5).
  *
  * Programs fail with these and nothing else; `toCniError` (CniError.ts) is the one place that turns
  * them into the `{cniVersion, code, msg, details}` document on stdout. Defects (bugs) are not here:

@@ -3,7 +3,7 @@
  * and is closed. Gateways run it to say which of them answered (they all own the same address); pods run
  * it for pod-to-pod and inbound probes (the client address shows no NAT happened on the way).
  *
- *   ip netns exec NS node scripts/sim/responder.ts --name gw-a --port 8080 [--host ::]
+ *   ip netns exec NS node test/sim/responder.ts --name gw-a --port 8080 [--host ::]
  *
  * Listens on `::` (dual-stack) by default and prints `ready <port>` on stdout once listening; SIGTERM or
  * SIGINT closes it. Plain Node 24, no dependencies.

@@ -6,9 +6,9 @@
  * Placeholders: the string `"__POD_CIDR__"` becomes the first pod CIDR; a value `"__POD_CIDR_RANGES__"`
  * becomes host-local `ranges` with one range set per pod CIDR (dual-stack nodes have two).
  */
-import { decodeConfig } from "./Config.ts"
-import type { Issue } from "./Errors.ts"
-import { isCidr } from "./Ip.ts"
+import { decodeConfig } from "../cni/Config.ts"
+import type { Issue } from "../cni/Errors.ts"
+import { isCidr } from "../net/Ip.ts"
 
 export const PLUGIN_TYPE = "tenant-routing-wrapper"
 export const POD_CIDR = "__POD_CIDR__"

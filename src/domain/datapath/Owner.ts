@@ -4,7 +4,7 @@
  *
  * Never change this format: entries installed by an older version must still be found by a newer one.
  */
-import { sha256Hex } from "./Sha256.ts"
+import { sha256Hex } from "../net/Sha256.ts"
 
 export interface Attachment {
   readonly network: string

@@ -21,7 +21,7 @@ export const compareVersions = (a: string, b: string): number => {
 
 export const atLeast = (v: string, min: string): boolean => compareVersions(v, min) >= 0
 
-/** The highest version in both lists, for talking to a delegate (PRODUCT.md §5). */
+/** The highest version in both lists, for talking to a delegate (docs/DESIGN.md §5). */
 export const highestCommon = (
   ours: ReadonlyArray<string>,
   theirs: ReadonlyArray<string>

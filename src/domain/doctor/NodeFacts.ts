@@ -8,7 +8,7 @@
  * (`live/NodeFactsLinux.ts` on /proc, iproute2, iptables-save and nft; `memory/NodeFactsMemory.ts`).
  */
 import { Context, type Effect, Schema } from "effect"
-import type { Family } from "./Ip.ts"
+import type { Family } from "../net/Ip.ts"
 
 export class NodeFactsError extends Schema.TaggedError<NodeFactsError>()("NodeFactsError", {
   message: Schema.String

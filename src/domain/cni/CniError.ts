@@ -1,5 +1,5 @@
 /**
- * The one place where a failure becomes the CNI error document printed on stdout (PRODUCT.md §5).
+ * The one place where a failure becomes the CNI error document printed on stdout (docs/DESIGN.md §5).
  *
  * `details` is a string, as the CNI spec and libcni's Go types require (an array there would make the
  * runtime fail to decode the whole error); for decode failures it holds the JSON text of the

@@ -1,10 +1,10 @@
 /**
  * Pod and namespace annotations from the Kubernetes API. `connect` loads the kubeconfig (before the
  * delegate runs, so a broken one costs nothing); reads then report 404 as `undefined` and every
- * other failure as typed data, which the resolver maps to codes per PRODUCT.md §3.
+ * other failure as typed data, which the resolver maps to codes per docs/DESIGN.md §3.
  */
 import { Context, type Effect, Schema } from "effect"
-import type { InvalidConfig, TryAgainLater } from "./Errors.ts"
+import type { InvalidConfig, TryAgainLater } from "../cni/Errors.ts"
 
 export type Annotations = Readonly<Record<string, string>>
 

@@ -1,5 +1,5 @@
 /**
- * The plugin's entry in the conflist (PRODUCT.md §2), decoded and validated before anything is touched.
+ * The plugin's entry in the conflist (docs/DESIGN.md §2), decoded and validated before anything is touched.
  *
  * Decoding happens in two steps: a Schema for the JSON shapes (so a wrong type names its path), then
  * `validateConfig` for the rules that span keys (marks inside the mask, reserved bits, unique marks).
@@ -7,11 +7,11 @@
  * unsupported `cniVersion` is code 1.
  */
 import { Schema, SchemaIssue } from "effect"
+import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "../net/Mark.ts"
+import { DEFAULT_TENANTS, isDnsLabel, type Tenant } from "../tenancy/Tenant.ts"
 import { CniResult } from "./CniResult.ts"
 import { type CniVersion, isSupportedVersion, SUPPORTED_VERSIONS } from "./CniVersion.ts"
 import { IncompatibleVersion, InvalidConfig, type Issue } from "./Errors.ts"
-import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "./Mark.ts"
-import { DEFAULT_TENANTS, isDnsLabel, type Tenant } from "./Tenant.ts"
 
 export const DEFAULT_ANNOTATION_KEY = "tenant.routing/fwmark"
 export const ALLOWED_TENANTS_KEY = "tenant.routing/allowed-tenants"

@@ -1,10 +1,10 @@
 /**
- * The node-wide exclusive lock around every read-then-change of entries and records (PRODUCT.md §4).
+ * The node-wide exclusive lock around every read-then-change of entries and records (docs/DESIGN.md §4).
  * Its live form must be released by the kernel when the holder dies, so a crashed call never wedges
  * the node.
  */
 import { Context, type Effect } from "effect"
-import type { NetfilterFailed } from "./Errors.ts"
+import type { NetfilterFailed } from "../cni/Errors.ts"
 
 export class NodeLock extends Context.Service<
   NodeLock,

@@ -1,12 +1,12 @@
 /**
- * Tenants and how annotation values name them (PRODUCT.md §3).
+ * Tenants and how annotation values name them (docs/DESIGN.md §3).
  *
  * A value is a tenant name or a mark literal equal to one tenant's mark. Values are trimmed and
  * refused beyond 64 characters before anything else looks at them, so a hostile annotation can only
  * ever produce a TenantRejected error quoting a bounded, JSON-escaped excerpt.
  */
-import { TenantRejected } from "./Errors.ts"
-import { formatMark, parseMarkLiteral } from "./Mark.ts"
+import { TenantRejected } from "../cni/Errors.ts"
+import { formatMark, parseMarkLiteral } from "../net/Mark.ts"
 
 export interface Tenant {
   readonly name: string

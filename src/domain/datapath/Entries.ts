@@ -1,14 +1,14 @@
 /**
  * The planner: which netfilter entries an attachment should have, and the smallest change from what
- * the kernel has now to that (PRODUCT.md §4). Interpreters only apply these changes; every decision
+ * the kernel has now to that (docs/DESIGN.md §4). Interpreters only apply these changes; every decision
  * about what to add, keep or take away is made here, where it can be read and property-tested.
  *
  * An entry marks packets of connections initiated from `ip` with `mark` under `mask`, tagged with
  * the owner tag of the attachment that installed it.
  */
-import type { Backend } from "./Config.ts"
-import { canonicalIp, type Family, parseIp } from "./Ip.ts"
-import type { Tenant } from "./Tenant.ts"
+import type { Backend } from "../cni/Config.ts"
+import { canonicalIp, type Family, parseIp } from "../net/Ip.ts"
+import type { Tenant } from "../tenancy/Tenant.ts"
 
 export interface MarkEntry {
   readonly ip: string

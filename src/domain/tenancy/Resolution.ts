@@ -1,5 +1,5 @@
 /**
- * Which tenant a pod belongs to, given the annotations that could be read (PRODUCT.md §3).
+ * Which tenant a pod belongs to, given the annotations that could be read (docs/DESIGN.md §3).
  *
  * The pod's own value (from the runtime, else from the API) is checked against its namespace: a
  * namespace that declares a tenant or an allow-list is *pinned*, and then every pod in it is routed
@@ -7,9 +7,10 @@
  * written by anyone who may create pods; namespace annotations by administrators, so the namespace
  * always has the last word. A namespace that declares neither leaves the choice to the pod.
  */
+
+import { ALLOWED_TENANTS_KEY } from "../cni/Config.ts"
+import { TenantRejected } from "../cni/Errors.ts"
 import type { Annotations } from "./AnnotationSource.ts"
-import { ALLOWED_TENANTS_KEY } from "./Config.ts"
-import { TenantRejected } from "./Errors.ts"
 import { type Tenant, tenantOf } from "./Tenant.ts"
 
 export interface ResolutionInput {

@@ -1,5 +1,5 @@
 /**
- * The pure half of `node-setup` (PRODUCT.md §6): the ip rules and routes a tenants file asks for, and
+ * The pure half of `node-setup` (docs/DESIGN.md §6): the ip rules and routes a tenants file asks for, and
  * the changes that take the kernel from what `ip -j` shows now to that, or back.
  *
  * Ownership is by exact match, since the kernel keeps no owner tag on rules or routes: a rule is ours
@@ -20,8 +20,8 @@
  * dry run prints what an apply would run.
  */
 
-import { canonicalIp } from "./Ip.ts"
-import { formatMark } from "./Mark.ts"
+import { canonicalIp } from "../net/Ip.ts"
+import { formatMark } from "../net/Mark.ts"
 import type { Family, NodeSetupConfig } from "./NodeSetupConfig.ts"
 import { gatewaysOf } from "./NodeSetupConfig.ts"
 

@@ -5,8 +5,8 @@
  * Unknown keys on the result and its parts are kept, so a chained plugin's additions survive us.
  */
 import { Schema } from "effect"
+import { isCidr, isIp, parseCidr } from "../net/Ip.ts"
 import { compareVersions } from "./CniVersion.ts"
-import { isCidr, isIp, parseCidr } from "./Ip.ts"
 
 const Cidr = Schema.String.check(
   Schema.makeFilter((s: string) => isCidr(s) || `expected address/prefix, got ${JSON.stringify(s)}`)

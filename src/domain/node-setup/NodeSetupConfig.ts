@@ -1,5 +1,5 @@
 /**
- * The tenants file of `node-setup` (PRODUCT.md §6): its JSON shape as a Schema, the cross-field rules
+ * The tenants file of `node-setup` (docs/DESIGN.md §6): its JSON shape as a Schema, the cross-field rules
  * a Schema cannot see (unique marks and tables, marks inside `markMask`), and the pure IP parsing the
  * gateways need.
  *
@@ -10,8 +10,8 @@
  * since a route through one needs an interface and node-setup does not configure interfaces.
  */
 import { Result, Schema, SchemaIssue } from "effect"
-import { canonicalIp, type Family, parseIp, parseV6Groups } from "./Ip.ts"
-import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "./Mark.ts"
+import { canonicalIp, type Family, parseIp, parseV6Groups } from "../net/Ip.ts"
+import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "../net/Mark.ts"
 
 export type { Family }
 

@@ -4,9 +4,9 @@
  * read-then-apply.
  */
 import { Context, type Effect } from "effect"
-import type { Backend } from "./Config.ts"
+import type { Backend } from "../cni/Config.ts"
+import type { NetfilterFailed } from "../cni/Errors.ts"
 import type { Changes, MarkEntry } from "./Entries.ts"
-import type { NetfilterFailed } from "./Errors.ts"
 
 export class Netfilter extends Context.Service<
   Netfilter,

@@ -1,10 +1,10 @@
 /**
  * What ADD installed for one attachment, kept on disk at
- * `<stateDir>/<network>/<containerId>/<ifname>.json` (PRODUCT.md §4). CHECK compares it with the
+ * `<stateDir>/<network>/<containerId>/<ifname>.json` (docs/DESIGN.md §4). CHECK compares it with the
  * kernel, GC finds hashed owners through it, and `inspect` names tenants from it.
  */
 import { Schema } from "effect"
-import type { Backend } from "./Config.ts"
+import type { Backend } from "../cni/Config.ts"
 import type { MarkEntry } from "./Entries.ts"
 import { type Attachment, ownerOf, ownerTag } from "./Owner.ts"
 
