@@ -10,7 +10,7 @@
  */
 import { spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe } from "@effect/vitest"
@@ -18,6 +18,7 @@ import { DelegateExec } from "../src/interpreters/live/DelegateExec.ts"
 import { DelegateMemory, Leases } from "../src/interpreters/memory/DelegateMemory.ts"
 import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
 import { delegateContract } from "./conformance/delegateContract.ts"
+import { missingOf, skipLive } from "./support/liveGate.ts"
 
 const CNI_BIN = "/usr/lib/cni"
 // The model leases 10.200.0.2 first; a pool of one matches a /30 (.1 gateway, .2 the one lease).
@@ -31,10 +32,10 @@ delegateContract("memory", () => DelegateMemory.layer(new Leases(1), new FaultPl
   ipam: () => ({ type: "host-local", subnet: SUBNET })
 })
 
-const canRun =
-  process.getuid?.() === 0 &&
-  spawnSync("sh", ["-c", "command -v ip"]).status === 0 &&
-  ["ptp", "host-local"].every((p) => existsSync(join(CNI_BIN, p)))
+const canRun = !skipLive(
+  "live ptp + host-local",
+  missingOf({ root: true, commands: ["ip"], files: ["ptp", "host-local"].map((p) => join(CNI_BIN, p)) })
+)
 
 describe.skipIf(!canRun)("live ptp + host-local", () => {
   const id = randomBytes(4).toString("hex")

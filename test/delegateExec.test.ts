@@ -14,6 +14,7 @@ import type { Command } from "../src/domain/cni/CniEnv.ts"
 import { Delegate, type DelegateCall } from "../src/domain/cni/Delegate.ts"
 import { DelegateError, DelegateFailed } from "../src/domain/cni/Errors.ts"
 import { DelegateExec } from "../src/interpreters/live/DelegateExec.ts"
+import { missingOf, skipLive } from "./support/liveGate.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "trw-delegate-"))
 const bin = join(dir, "bin")
@@ -222,7 +223,10 @@ describe("DelegateExec cleanup", () => {
 
 describe("DelegateExec with the real host-local plugin", () => {
   const cniBin = "/usr/lib/cni"
-  const available = existsSync(join(cniBin, "host-local"))
+  const available = !skipLive(
+    "DelegateExec with the real host-local plugin",
+    missingOf({ files: [join(cniBin, "host-local")] })
+  )
   const dataDir = join(dir, "ipam")
   const conf = {
     cniVersion: "1.0.0",

@@ -26,9 +26,12 @@ import * as NetfilterLive from "../src/interpreters/live/NetfilterLive.ts"
 import * as NodeFactsLinux from "../src/interpreters/live/NodeFactsLinux.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { nodeSetup } from "../src/programs/nodeSetup.ts"
+import { missingOf, skipLive } from "./support/liveGate.ts"
 
-const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
-const canRun = process.getuid?.() === 0 && ["ip", "iptables-save", "nft"].every(has)
+const canRun = !skipLive(
+  "doctor in a throwaway network namespace",
+  missingOf({ root: true, commands: ["ip", "iptables-save", "nft"] })
+)
 
 const ns = `trw-doc-${randomBytes(4).toString("hex")}`
 const prefix = ["ip", "netns", "exec", ns]

@@ -16,9 +16,12 @@ import * as Ipt from "../src/interpreters/live/NetfilterIptables.ts"
 import { layer, type NetfilterLiveOptions } from "../src/interpreters/live/NetfilterLive.ts"
 import * as Nft from "../src/interpreters/live/NetfilterNftables.ts"
 import { assertEntries, entry, netfilterContract, reset } from "./conformance/netfilterContract.ts"
+import { missingOf, skipLive } from "./support/liveGate.ts"
 
-const has = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
-const canRun = process.getuid?.() === 0 && ["ip", "iptables-save", "nft"].every(has)
+const canRun = !skipLive(
+  "live netfilter backends",
+  missingOf({ root: true, commands: ["ip", "iptables-save", "nft"] })
+)
 
 const run = (args: ReadonlyArray<string>, input?: string): string =>
   execFileSync(args[0] as string, args.slice(1), { input, encoding: "utf8", stdio: ["pipe", "pipe", "pipe"] })
@@ -496,7 +499,8 @@ describe.skipIf(!canRun)("live Netfilter failures", () => {
 
 // A real packet: a "pod" netns sends UDP to the "host" netns through a veth pair; the host's
 // input hook counts packets that arrive with the tenant's mark under the mask.
-const canPacket = canRun && has("python3")
+const canPacket =
+  canRun && !skipLive("live packets get their tenant's mark", missingOf({ commands: ["python3"] }))
 
 describe.skipIf(!canPacket)("live packets get their tenant's mark", () => {
   const host = useNetns("host")

@@ -19,8 +19,12 @@ import { runNodeSetup } from "../bin/nodeSetupCli.ts"
 import { decodeNodeSetupConfig, type NodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { type NodeSetupOptions, nodeSetup } from "../src/programs/nodeSetup.ts"
+import { missingOf, skipLive } from "./support/liveGate.ts"
 
-const canRun = process.getuid?.() === 0 && spawnSync("ip", ["-V"]).status === 0
+const canRun = !skipLive(
+  "node-setup in a throwaway network namespace",
+  missingOf({ root: true, commands: ["ip"] })
+)
 const ns = `trw-ns-${randomBytes(4).toString("hex")}`
 
 /** `ip -n NS ...`, throwing on failure (for setup steps). */

@@ -12,10 +12,11 @@ import { Layer } from "effect"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 import { routingContract } from "./conformance/routingContract.ts"
+import { missingOf, skipLive } from "./support/liveGate.ts"
 
 routingContract("memory", () => RoutingMemory.layer())
 
-const canRun = process.getuid?.() === 0 && spawnSync("sh", ["-c", "command -v ip"]).status === 0
+const canRun = !skipLive("live iproute2", missingOf({ root: true, commands: ["ip"] }))
 
 describe.skipIf(!canRun)("live iproute2", () => {
   const ns = `trw-rt-${randomBytes(4).toString("hex")}`
