@@ -27,7 +27,7 @@ export const cmdGc = Effect.fn("cmdGc")(function* (call: Call) {
   }
   const removed = yield* collect(config, valid)
   // Reported, not fatal: one bad record must not stop GC for the whole network.
-  for (const u of removed.unreadable) {
+  for (const u of removed.skipped) {
     yield* Effect.logWarning("unreadable state record skipped", { file: u.file, reason: u.reason })
   }
   if (removed.unattributed.length > 0) {
@@ -43,7 +43,7 @@ export const cmdGc = Effect.fn("cmdGc")(function* (call: Call) {
     log: {
       removedEntries: removed.entries,
       removedRecords: removed.records,
-      unreadableRecords: removed.unreadable.map((u) => u.file)
+      unreadableRecords: removed.skipped.map((u) => u.file)
     }
   } satisfies Outcome
 })

@@ -160,7 +160,7 @@ export const collect = (
           network: config.name,
           valid,
           records: listing.records,
-          unreadable: listing.unreadable.map((u) => u.attachment),
+          unreadable: listing.skipped.map((u) => u.attachment),
           entries: current.flatMap(([, list]) => list)
         })
         yield* applyAll(current.map(([b, list]) => [b, planRemoveOwners(list, plan.staleTags)] as const))
@@ -168,7 +168,7 @@ export const collect = (
         return {
           entries: plan.staleTags.size,
           records: plan.staleRecords.length,
-          unreadable: listing.unreadable,
+          skipped: listing.skipped,
           unattributed: plan.unattributed
         }
       })

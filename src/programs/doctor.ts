@@ -219,7 +219,7 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     routes,
     entries: { iptables: ipt.entries, nftables: nft.entries },
     records: isUnreadable(listing) ? listing : listing.records,
-    unreadableRecords: isUnreadable(listing) ? [] : listing.unreadable,
+    unreadableRecords: isUnreadable(listing) ? [] : listing.skipped,
     rp,
     inventory,
     files,

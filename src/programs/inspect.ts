@@ -31,7 +31,7 @@ const attachmentOfTag = (tag: string, listing: RecordListing) => {
   const r = listing.records.find((x) => x.tag === tag)
   if (r !== undefined)
     return { network: r.network, containerId: r.containerId, ifname: r.ifname, tenant: r.tenant }
-  const bad = listing.unreadable.find((u) => tagsOf(u.attachment).includes(tag))
+  const bad = listing.skipped.find((u) => tagsOf(u.attachment).includes(tag))
   const parsed = parseTag(tag)
   const a = bad?.attachment ?? (parsed?.form === "plain" ? parsed.attachment : undefined)
   return a === undefined
@@ -44,7 +44,7 @@ export const inspect = Effect.fn("inspect")(function* (stateDir: string, only: B
   const store = yield* AttachmentStore
   const listing = yield* store.list(stateDir, undefined)
   // One bad record hides only its own tenant; the reason goes to stderr with the rest served.
-  for (const u of listing.unreadable) {
+  for (const u of listing.skipped) {
     yield* Effect.logWarning("unreadable state record skipped", { file: u.file, reason: u.reason })
   }
   const out: Array<InspectedEntry> = []

@@ -154,14 +154,14 @@ export const attachmentStoreContract = (
             for (const network of ["net-a", undefined]) {
               const listing = yield* store.list(dir, network)
               assert.deepStrictEqual(byOwner(listing.records), byOwner(good))
-              assert.strictEqual(listing.unreadable.length, 1)
-              const [u] = listing.unreadable
+              assert.strictEqual(listing.skipped.length, 1)
+              const [u] = listing.skipped
               assert.deepStrictEqual(u!.attachment, bad)
               assert.include(u!.file, "c-bad")
               assert.include(u!.file, "eth0.json")
               assert.match(u!.reason, kind === "another attachment's" ? /another attachment/ : /undecodable/)
             }
-            assert.deepStrictEqual(yield* store.list(dir, "net-b"), { records: [], unreadable: [] })
+            assert.deepStrictEqual(yield* store.list(dir, "net-b"), { records: [], skipped: [] })
             const read = yield* Effect.result(store.read(dir, bad))
             assert.isTrue(Result.isFailure(read), "reading an unreadable record fails")
             if (Result.isFailure(read)) assert.include(read.failure.msg, "c-bad")
@@ -175,10 +175,10 @@ export const attachmentStoreContract = (
         opts.corrupt(dir, bad, "")
         const r = record(bad)
         yield* store.write(dir, r)
-        assert.deepStrictEqual(yield* store.list(dir, "net-a"), { records: [r], unreadable: [] })
+        assert.deepStrictEqual(yield* store.list(dir, "net-a"), { records: [r], skipped: [] })
         opts.corrupt(dir, bad, "{")
         yield* store.remove(dir, bad)
-        assert.deepStrictEqual(yield* store.list(dir, undefined), { records: [], unreadable: [] })
+        assert.deepStrictEqual(yield* store.list(dir, undefined), { records: [], skipped: [] })
         assert.isUndefined(yield* store.read(dir, bad))
       })
     )

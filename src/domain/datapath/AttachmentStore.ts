@@ -4,7 +4,7 @@
  *
  * A record that cannot be read as the record of the attachment its place names (empty, not JSON,
  * not a record, or naming another attachment) fails `read` of that attachment only. `list` sets it
- * aside instead: it is skipped, reported in `unreadable` with its attachment and the reason, and
+ * aside instead: it is skipped, reported in `skipped` with its attachment and the reason, and
  * left in place, so one bad file never stops GC, `inspect` or `doctor` for the rest. GC removes it
  * once its attachment is no longer valid; ADD overwrites it and DEL removes it.
  */
@@ -22,7 +22,7 @@ export interface UnreadableRecord {
 
 export interface RecordListing {
   readonly records: ReadonlyArray<AttachmentRecord>
-  readonly unreadable: ReadonlyArray<UnreadableRecord>
+  readonly skipped: ReadonlyArray<UnreadableRecord>
 }
 
 export class AttachmentStore extends Context.Service<

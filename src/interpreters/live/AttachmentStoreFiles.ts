@@ -11,7 +11,7 @@
  *
  * Records are decoded with the AttachmentRecord Schema; one that cannot be read, does not decode, or
  * names another attachment than its path is a StateFailed naming the file for `read`, and for `list`
- * an `unreadable` entry with that reason (AttachmentStore.ts): skipped and reported, never silently.
+ * a `skipped` entry with that reason (AttachmentStore.ts): skipped and reported, never silently.
  * Path components are checked (no `/`, NUL, `.` or `..`), though the config and env decoders
  * already enforce the CNI character rules, since they become paths.
  */
@@ -153,7 +153,7 @@ const list = (stateDir: string, network: string | undefined): Effect.Effect<Reco
     }
     const networks = network === undefined ? yield* subdirs(stateDir) : [network]
     const records: Array<AttachmentRecord> = []
-    const unreadable: Array<UnreadableRecord> = []
+    const skipped: Array<UnreadableRecord> = []
     for (const net of networks) {
       for (const containerId of yield* subdirs(path.join(stateDir, net))) {
         const dir = path.join(stateDir, net, containerId)
@@ -164,12 +164,12 @@ const list = (stateDir: string, network: string | undefined): Effect.Effect<Reco
           const a = { network: net, containerId, ifname: name.slice(0, -RECORD.length) }
           const file = path.join(dir, name)
           const r = yield* Effect.result(readRecord(file, a))
-          if (Result.isFailure(r)) unreadable.push({ attachment: a, file, reason: r.failure.msg })
+          if (Result.isFailure(r)) skipped.push({ attachment: a, file, reason: r.failure.msg })
           else if (r.success !== undefined) records.push(r.success)
         }
       }
     }
-    return { records, unreadable }
+    return { records, skipped }
   })
 
 export const make = (): AttachmentStore["Service"] =>

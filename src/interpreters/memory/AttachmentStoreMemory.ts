@@ -80,14 +80,14 @@ export const AttachmentStoreMemory = {
             const inScope = (p: string, a: Attachment) =>
               p.startsWith(`${dir}/`) && (network === undefined || a.network === network)
             const good = [...records.byPath.entries()].filter(([p, r]) => inScope(p, r)).map(([, r]) => r)
-            const unreadable: Array<UnreadableRecord> = []
+            const skipped: Array<UnreadableRecord> = []
             for (const [file, { attachment, text }] of records.corrupt) {
               if (!inScope(file, attachment)) continue
               const r = decodeCorrupt(file, attachment, text)
               if (Result.isSuccess(r)) good.push(r.success)
-              else unreadable.push({ attachment, file, reason: r.failure })
+              else skipped.push({ attachment, file, reason: r.failure })
             }
-            return { records: good, unreadable }
+            return { records: good, skipped }
           })
       })
     )
