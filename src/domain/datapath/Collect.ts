@@ -33,7 +33,7 @@ export interface Collection {
   readonly staleTags: ReadonlySet<string>
   /** Attachments whose record (readable or not) goes. */
   readonly staleRecords: ReadonlyArray<Attachment>
-  /** Legacy hashed tags no record attributes to any network: kept, and reported. */
+  /** Legacy hashed tags that no valid attachment and no record of this network names: kept, reported. */
   readonly unattributed: ReadonlyArray<string>
 }
 
