@@ -17,7 +17,13 @@ afterAll(() => rmSync(root, { recursive: true, force: true }))
 let n = 0
 const stateDir = () => path.join(root, `s${n++}`, "state")
 
-attachmentStoreContract("files", () => AttachmentStoreFiles.layer, { stateDir })
+attachmentStoreContract("files", () => AttachmentStoreFiles.layer, {
+  stateDir,
+  corrupt: (dir, a, text) => {
+    mkdirSync(path.join(dir, a.network, a.containerId), { recursive: true, mode: 0o700 })
+    writeFileSync(path.join(dir, a.network, a.containerId, `${a.ifname}.json`), text, { mode: 0o600 })
+  }
+})
 
 const withStore = <A, E>(f: (store: AttachmentStore["Service"], dir: string) => Effect.Effect<A, E>) =>
   Effect.gen(function* () {
@@ -43,7 +49,7 @@ describe("AttachmentStoreFiles", () => {
       )
   )
 
-  it.effect("an undecodable record is StateFailed naming the file, for read and list", () =>
+  it.effect("an undecodable record is StateFailed naming the file for read, and set aside by list", () =>
     withStore((store, dir) =>
       Effect.gen(function* () {
         const a = attachment("net-a", "c1", "eth0")
@@ -53,8 +59,10 @@ describe("AttachmentStoreFiles", () => {
         const read = yield* Effect.flip(store.read(dir, a))
         assert.include(read.msg, file)
         assert.strictEqual(read.code, 101)
-        const listed = yield* Effect.flip(store.list(dir, "net-a"))
-        assert.include(listed.msg, file)
+        const listed = yield* store.list(dir, "net-a")
+        assert.deepStrictEqual(listed.records, [])
+        assert.strictEqual(listed.skipped[0]?.file, file)
+        assert.include(listed.skipped[0]?.reason, file)
         writeFileSync(file, "not json")
         assert.include((yield* Effect.flip(store.read(dir, a))).msg, file)
       })
@@ -64,13 +72,16 @@ describe("AttachmentStoreFiles", () => {
   it.effect("a record whose content names another attachment is refused", () =>
     withStore((store, dir) =>
       Effect.gen(function* () {
-        yield* store.write(dir, record(attachment("net-a", "c1", "eth0")))
+        const original = record(attachment("net-a", "c1", "eth0"))
+        yield* store.write(dir, original)
         mkdirSync(path.join(dir, "net-a", "c2"))
         const copy = path.join(dir, "net-a", "c2", "eth0.json")
-        writeFileSync(copy, JSON.stringify(record(attachment("net-a", "c1", "eth0"))))
-        const err = yield* Effect.flip(store.list(dir, "net-a"))
-        assert.include(err.msg, copy)
-        assert.include(err.msg, "another attachment")
+        writeFileSync(copy, JSON.stringify(original))
+        const listed = yield* store.list(dir, "net-a")
+        assert.deepStrictEqual(listed.records, [original])
+        assert.strictEqual(listed.skipped[0]?.file, copy)
+        assert.include(listed.skipped[0]?.reason, "another attachment")
+        assert.include((yield* Effect.flip(store.read(dir, attachment("net-a", "c2", "eth0")))).msg, copy)
       })
     )
   )
@@ -86,7 +97,7 @@ describe("AttachmentStoreFiles", () => {
         // Left by writers that crashed before their rename.
         writeFileSync(path.join(cdir, "eth0.json:tmp-dead01"), "{")
         writeFileSync(path.join(cdir, "net1.json:tmp-dead02"), "{")
-        assert.strictEqual((yield* store.list(dir, "net-a")).length, 2, "temp files are not records")
+        assert.strictEqual((yield* store.list(dir, "net-a")).records.length, 2, "temp files are not records")
         yield* store.remove(dir, eth0)
         assert.deepStrictEqual(readdirSync(cdir).sort(), ["net1.json", "net1.json:tmp-dead02"])
         yield* store.remove(dir, net1)

@@ -8,6 +8,15 @@ import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
 import { attachmentStoreContract } from "./conformance/attachmentStoreContract.ts"
 
 let n = 0
-attachmentStoreContract("memory", () => AttachmentStoreMemory.layer(new Records(), new FaultPlan()), {
-  stateDir: () => `/state-${n++}`
-})
+let records = new Records()
+attachmentStoreContract(
+  "memory",
+  () => {
+    records = new Records()
+    return AttachmentStoreMemory.layer(records, new FaultPlan())
+  },
+  {
+    stateDir: () => `/state-${n++}`,
+    corrupt: (dir, a, text) => records.setCorrupt(dir, a, text)
+  }
+)

@@ -9,11 +9,17 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer, Logger } from "effect"
 import type { Command } from "../src/domain/cni/CniEnv.ts"
 import { Delegate, type DelegateCall } from "../src/domain/cni/Delegate.ts"
 import { DelegateError, DelegateFailed } from "../src/domain/cni/Errors.ts"
 import { DelegateExec } from "../src/interpreters/live/DelegateExec.ts"
+import { AnnotationsMemory, Cluster } from "../src/interpreters/memory/AnnotationsMemory.ts"
+import { AttachmentStoreMemory, Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
+import { Kernel, NetfilterMemory } from "../src/interpreters/memory/NetfilterMemory.ts"
+import { NodeLockMemory } from "../src/interpreters/memory/NodeLockMemory.ts"
+import { runCni } from "../src/programs/dispatch.ts"
 import { missingOf, skipLive } from "./support/liveGate.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "trw-delegate-"))
@@ -293,3 +299,61 @@ describe("DelegateExec with the real host-local plugin", () => {
 })
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+// A delegate that leases (leaves a file per attachment), answers ADD with `$TRW_ADD_OUTPUT` (garbage
+// or too much of it) while exiting 0, and releases on DEL: what a broken ptp + host-local would do.
+plugin(
+  "garbage-add",
+  `cat >/dev/null
+lease="${dir}/lease-$CNI_CONTAINERID"
+case "$CNI_COMMAND" in
+  VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}' ;;
+  ADD) echo leased > "$lease"
+       if [ "$TRW_ADD_OUTPUT" = huge ]; then head -c 5000000 /dev/zero | tr '\\0' a; else echo 'this is not json'; fi ;;
+  DEL) rm -f "$lease"; echo del >> "${dir}/del-calls-$CNI_CONTAINERID" ;;
+esac`
+)
+
+describe("ADD through a delegate that exits 0 with unparsable output", () => {
+  const services = () =>
+    Layer.mergeAll(
+      DelegateExec.layer,
+      NetfilterMemory.layer(new Kernel(), new FaultPlan()),
+      AttachmentStoreMemory.layer(new Records(), new FaultPlan()),
+      AnnotationsMemory.layer(new Cluster(), new FaultPlan()),
+      NodeLockMemory.layer
+    )
+  for (const output of ["not-json", "huge"] as const) {
+    it.live(`fails with 102 and runs the delegate's DEL, releasing its lease (${output} stdout)`, () =>
+      Effect.gen(function* () {
+        const containerId = `garbage-${output}`
+        const env = {
+          CNI_COMMAND: "ADD",
+          CNI_CONTAINERID: containerId,
+          CNI_IFNAME: "eth0",
+          CNI_NETNS: "/var/run/netns/x",
+          CNI_PATH: bin,
+          CNI_ARGS: "IgnoreUnknown=1"
+        }
+        const conf = {
+          cniVersion: "1.0.0",
+          name: "net-a",
+          type: "tenant-routing-wrapper",
+          delegate: { type: "garbage-add" }
+        }
+        process.env.TRW_ADD_OUTPUT = output
+        const out = yield* runCni(env, new TextEncoder().encode(JSON.stringify(conf)), () =>
+          Logger.layer([])
+        ).pipe(
+          Effect.provide(services()),
+          Effect.ensuring(Effect.sync(() => delete process.env.TRW_ADD_OUTPUT))
+        )
+        assert.strictEqual(out.exitCode, 1)
+        assert.strictEqual((JSON.parse(out.stdout ?? "{}") as { code: number }).code, 102)
+        assert.isTrue(existsSync(join(dir, `del-calls-${containerId}`)), "the delegate's DEL ran")
+        assert.strictEqual(readFileSync(join(dir, `del-calls-${containerId}`), "utf8"), "del\n", "once")
+        assert.isFalse(existsSync(join(dir, `lease-${containerId}`)), "the lease was released")
+      })
+    )
+  }
+})

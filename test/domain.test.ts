@@ -7,7 +7,6 @@ import { describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { assert } from "vitest"
 import { decodeEnv } from "../src/domain/cni/CniEnv.ts"
-import { ownerTag } from "../src/domain/datapath/Owner.ts"
 import { canonicalIp, parseCidr, parseIp } from "../src/domain/net/Ip.ts"
 import { formatMark, parseMarkLiteral } from "../src/domain/net/Mark.ts"
 
@@ -65,34 +64,6 @@ describe("marks", () => {
         assert.strictEqual(parseMarkLiteral(formatMark(m)), m)
         assert.strictEqual(parseMarkLiteral(String(m)), m)
       })
-    )
-  })
-})
-
-describe("owner tags", () => {
-  it("are the plain owner when short and safe, else h: and 32 hex digits", () => {
-    assert.strictEqual(
-      ownerTag({ network: "tenant-routing", containerId: "abc", ifname: "eth0" }),
-      "tenant-routing/abc/eth0"
-    )
-    const long = ownerTag({ network: "n", containerId: "a".repeat(200), ifname: "eth0" })
-    assert.match(long, /^h:[0-9a-f]{32}$/)
-    const odd = ownerTag({ network: "n", containerId: "abc", ifname: "eth@0" })
-    assert.match(odd, /^h:[0-9a-f]{32}$/)
-  })
-
-  it("never exceed 120 bytes and only use [A-Za-z0-9_./:-]", () => {
-    fc.assert(
-      fc.property(
-        fc.string({ maxLength: 300 }),
-        fc.string({ maxLength: 300 }),
-        fc.string({ maxLength: 20 }),
-        (network, containerId, ifname) => {
-          const tag = ownerTag({ network, containerId, ifname })
-          assert.isAtMost(new TextEncoder().encode(tag).length, 120)
-          assert.match(tag, /^[A-Za-z0-9_./:-]*$/)
-        }
-      )
     )
   })
 })

@@ -4,7 +4,8 @@
  *
  * A running delegate is never interrupted: the resolution is reduced to a value first, so a failure
  * there waits for the delegate, whose ADD is then undone by its DEL. Any failure after the delegate
- * succeeded removes what this call installed, runs the delegate DEL, and returns the error.
+ * ran (its own failure to answer usefully included) removes what this call installed, runs the
+ * delegate DEL, and returns the error.
  */
 import { Effect, Result, Schema } from "effect"
 import { CniResult, convertResult, podIps } from "../domain/cni/CniResult.ts"
@@ -35,12 +36,21 @@ const obtainResult = (call: Call) =>
       return { result: config.prevResult, undo: Effect.void }
     }
     const version = yield* negotiate(call)
-    const out = yield* delegateAdd(call, version).pipe(Effect.uninterruptible)
     const undo = (result: CniResult | undefined) =>
       delegateDel(call, version, result).pipe(
         Effect.catch((e) => Effect.logError("delegate DEL after a failed ADD failed", { error: e.msg })),
         Effect.uninterruptible
       )
+    // A delegate that ran and failed without a CNI error of its own (garbage or oversized output, a
+    // crash, the deadline) may hold an allocation: its DEL runs. One that answered with its own CNI
+    // error has cleaned up by the spec, and host-local's "duplicate allocation" refusal of a repeated
+    // ADD must not release the lease the first ADD still uses.
+    const out = yield* delegateAdd(call, version).pipe(
+      Effect.catchTag("DelegateFailed", (e) =>
+        e.ran === true ? undo(undefined).pipe(Effect.andThen(Effect.fail(e))) : Effect.fail(e)
+      ),
+      Effect.uninterruptible
+    )
     const decoded = Schema.decodeUnknownResult(CniResult)(out)
     if (Result.isFailure(decoded)) {
       yield* undo(undefined)

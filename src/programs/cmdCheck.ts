@@ -33,10 +33,11 @@ export const cmdCheck = Effect.fn("cmdCheck")(function* (call: Call) {
     yield* delegateCheck(call, version, prev)
   }
   const a = attachmentOf(call)
-  const tag = ownerTag(a)
   const store = yield* AttachmentStore
   const lock = yield* NodeLock
   const [record, entries] = yield* lock.withLock(Effect.all([store.read(config.stateDir, a), listAll()]))
+  // The tag ADD wrote: an attachment added by an older version may carry a legacy hashed one.
+  const tag = record?.tag ?? ownerTag(a)
   const differences = findDrift(record, tag, podIps(prev), entries)
   if (differences.length > 0) {
     return yield* new Drift({

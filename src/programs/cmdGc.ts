@@ -25,12 +25,25 @@ export const cmdGc = Effect.fn("cmdGc")(function* (call: Call) {
       issues: [{ path: VALID_ATTACHMENTS_KEY, message: "required for GC" }]
     })
   }
-  const removed = yield* collect(config, new Set(valid.map((v) => `${v.containerId}/${v.ifname}`)))
+  const removed = yield* collect(config, valid)
+  // Reported, not fatal: one bad record must not stop GC for the whole network.
+  for (const u of removed.skipped) {
+    yield* Effect.logWarning("unreadable state record skipped", { file: u.file, reason: u.reason })
+  }
+  if (removed.unattributed.length > 0) {
+    yield* Effect.logWarning("legacy hashed entries without a record are left in place (doctor lists them)", {
+      tags: removed.unattributed
+    })
+  }
   if (yield* delegateSpeaks11(call)) {
     yield* delegateGc(call, { [VALID_ATTACHMENTS_KEY]: call.raw[VALID_ATTACHMENTS_KEY] })
   }
   return {
     output: undefined,
-    log: { removedEntries: removed.entries, removedRecords: removed.records }
+    log: {
+      removedEntries: removed.entries,
+      removedRecords: removed.records,
+      unreadableRecords: removed.skipped.map((u) => u.file)
+    }
   } satisfies Outcome
 })

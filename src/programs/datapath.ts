@@ -9,6 +9,7 @@ import type { NetfilterFailed, StateFailed } from "../domain/cni/Errors.ts"
 import { makeRecord } from "../domain/datapath/AttachmentRecord.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import type { BackendEntries } from "../domain/datapath/Check.ts"
+import { planCollect } from "../domain/datapath/Collect.ts"
 import {
   BACKENDS,
   type Changes,
@@ -21,7 +22,7 @@ import {
 } from "../domain/datapath/Entries.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { NodeLock } from "../domain/datapath/NodeLock.ts"
-import { type Attachment, ownerTag } from "../domain/datapath/Owner.ts"
+import { type Attachment, ownerTag, tagsOf } from "../domain/datapath/Owner.ts"
 import type { Tenant } from "../domain/tenancy/Tenant.ts"
 import { activeBackend } from "./Call.ts"
 
@@ -128,10 +129,11 @@ export const detach = (config: PluginConfig, a: Attachment) =>
   Effect.gen(function* () {
     const lock = yield* NodeLock
     const store = yield* AttachmentStore
-    const tag = ownerTag(a)
+    // Entries an older version tagged in the legacy hashed form go too.
+    const tags = tagsOf(a)
     return yield* lock.withLock(
       Effect.gen(function* () {
-        const plans = (yield* listAll()).map(([b, list]) => [b, planDetach(list, tag)] as const)
+        const plans = (yield* listAll()).map(([b, list]) => [b, planDetach(list, tags)] as const)
         yield* applyAll(plans)
         yield* store.remove(config.stateDir, a)
         return plans.reduce((n, [, plan]) => n + plan.remove.length, 0)
@@ -139,30 +141,36 @@ export const detach = (config: PluginConfig, a: Attachment) =>
     )
   })
 
-/** GC's datapath step: entries and records of this network whose attachment is not valid. */
-export const collect = (config: PluginConfig, valid: ReadonlySet<string>) =>
+/**
+ * GC's datapath step: entries and records of this network whose attachment is not valid (the
+ * decision is planCollect's, Collect.ts). Unreadable records are reported, not fatal.
+ */
+export const collect = (
+  config: PluginConfig,
+  valid: ReadonlyArray<{ readonly containerId: string; readonly ifname: string }>
+) =>
   Effect.gen(function* () {
     const lock = yield* NodeLock
     const store = yield* AttachmentStore
     return yield* lock.withLock(
       Effect.gen(function* () {
-        const records = yield* store.list(config.stateDir, config.name)
-        const stale = records.filter((r) => !valid.has(`${r.containerId}/${r.ifname}`))
+        const listing = yield* store.list(config.stateDir, config.name)
         const current = yield* listAll()
-        const staleTags = new Set(stale.map((r) => r.tag))
-        // Entries whose plain tag names this network but have no record (a crash between the
-        // kernel change and the record write) are ours to judge too.
-        const prefix = `${config.name}/`
-        for (const [, list] of current) {
-          for (const e of list) {
-            if (!e.owner.startsWith(prefix)) continue
-            const [, containerId, ifname] = e.owner.split("/")
-            if (!valid.has(`${containerId}/${ifname}`)) staleTags.add(e.owner)
-          }
+        const plan = planCollect({
+          network: config.name,
+          valid,
+          records: listing.records,
+          unreadable: listing.skipped.map((u) => u.attachment),
+          entries: current.flatMap(([, list]) => list)
+        })
+        yield* applyAll(current.map(([b, list]) => [b, planRemoveOwners(list, plan.staleTags)] as const))
+        yield* Effect.forEach(plan.staleRecords, (a) => store.remove(config.stateDir, a), { discard: true })
+        return {
+          entries: plan.staleTags.size,
+          records: plan.staleRecords.length,
+          skipped: listing.skipped,
+          unattributed: plan.unattributed
         }
-        yield* applyAll(current.map(([b, list]) => [b, planRemoveOwners(list, staleTags)] as const))
-        yield* Effect.forEach(stale, (r) => store.remove(config.stateDir, r), { discard: true })
-        return { entries: staleTags.size, records: stale.length }
       })
     )
   })

@@ -22,6 +22,7 @@ import {
   type ApiFact,
   type DoctorFacts,
   type Fact,
+  isUnreadable,
   type LoadedConfig,
   type PluginSettings,
   type RpFacts,
@@ -195,7 +196,7 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     )
   )
   const backend = (b: Backend) => Effect.all({ usable: nf.usable(b), entries: fact(nf.list(b)) })
-  const [ipt, nft, records, rp, inventory, files, api] = yield* Effect.all(
+  const [ipt, nft, listing, rp, inventory, files, api] = yield* Effect.all(
     [
       backend("iptables"),
       backend("nftables"),
@@ -217,7 +218,8 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     rules,
     routes,
     entries: { iptables: ipt.entries, nftables: nft.entries },
-    records,
+    records: isUnreadable(listing) ? listing : listing.records,
+    unreadableRecords: isUnreadable(listing) ? [] : listing.skipped,
     rp,
     inventory,
     files,

@@ -1,13 +1,14 @@
 /**
  * `tenant-routing-wrapper inspect`: every managed entry of both backends (or one), joined with the
- * attachment records so hashed owner tags are shown as the attachment they belong to.
+ * attachment records so hashed owner tags are shown as the attachment they belong to. An unreadable
+ * record is reported (a warning with its reason on stderr) and the rest is still shown.
  */
 import { Effect } from "effect"
 import type { Backend } from "../domain/cni/Config.ts"
-import type { AttachmentRecord } from "../domain/datapath/AttachmentRecord.ts"
-import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
+import { AttachmentStore, type RecordListing } from "../domain/datapath/AttachmentStore.ts"
 import { BACKENDS } from "../domain/datapath/Entries.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
+import { parseTag, tagsOf } from "../domain/datapath/Owner.ts"
 import { formatMark } from "../domain/net/Mark.ts"
 
 export interface InspectedEntry {
@@ -20,23 +21,36 @@ export interface InspectedEntry {
   readonly mark: string
 }
 
-const attachmentOfTag = (tag: string, records: ReadonlyArray<AttachmentRecord>) => {
-  const r = records.find((x) => x.tag === tag)
+const NOBODY = { network: null, containerId: null, ifname: null, tenant: null }
+
+/**
+ * Whose entry this is: the record carrying the tag, else an unreadable record whose place names an
+ * attachment with that tag (the tenant is then unknown), else what a plain tag says by itself.
+ */
+const attachmentOfTag = (tag: string, listing: RecordListing) => {
+  const r = listing.records.find((x) => x.tag === tag)
   if (r !== undefined)
     return { network: r.network, containerId: r.containerId, ifname: r.ifname, tenant: r.tenant }
-  if (tag.startsWith("h:")) return { network: null, containerId: null, ifname: null, tenant: null }
-  const [network = null, containerId = null, ifname = null] = tag.split("/")
-  return { network, containerId, ifname, tenant: null }
+  const bad = listing.skipped.find((u) => tagsOf(u.attachment).includes(tag))
+  const parsed = parseTag(tag)
+  const a = bad?.attachment ?? (parsed?.form === "plain" ? parsed.attachment : undefined)
+  return a === undefined
+    ? NOBODY
+    : { network: a.network, containerId: a.containerId, ifname: a.ifname, tenant: null }
 }
 
 export const inspect = Effect.fn("inspect")(function* (stateDir: string, only: Backend | undefined) {
   const nf = yield* Netfilter
   const store = yield* AttachmentStore
-  const records = yield* store.list(stateDir, undefined)
+  const listing = yield* store.list(stateDir, undefined)
+  // One bad record hides only its own tenant; the reason goes to stderr with the rest served.
+  for (const u of listing.skipped) {
+    yield* Effect.logWarning("unreadable state record skipped", { file: u.file, reason: u.reason })
+  }
   const out: Array<InspectedEntry> = []
   for (const backend of only === undefined ? BACKENDS : [only]) {
     for (const e of yield* nf.list(backend)) {
-      out.push({ backend, ...attachmentOfTag(e.owner, records), ip: e.ip, mark: formatMark(e.mark) })
+      out.push({ backend, ...attachmentOfTag(e.owner, listing), ip: e.ip, mark: formatMark(e.mark) })
     }
   }
   return out

@@ -4,7 +4,7 @@
  * Each law gets a fresh layer and a fresh state directory.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, type Layer } from "effect"
+import { Effect, type Layer, Result } from "effect"
 import type { StateFailed } from "../../src/domain/cni/Errors.ts"
 import { type AttachmentRecord, makeRecord } from "../../src/domain/datapath/AttachmentRecord.ts"
 import { AttachmentStore } from "../../src/domain/datapath/AttachmentStore.ts"
@@ -13,7 +13,18 @@ import type { Attachment } from "../../src/domain/datapath/Owner.ts"
 export interface AttachmentStoreContractOptions {
   /** A state directory for one law (a fresh temporary directory for the files store). */
   readonly stateDir: () => string
+  /** Puts `text` where the attachment's record belongs (a torn file, a stray writer), in the current layer. */
+  readonly corrupt: (stateDir: string, a: Attachment, text: string) => void
 }
+
+/** What can stand in a record's place: empty, torn, not JSON, not a record, another attachment's. */
+export const CORRUPTIONS: ReadonlyArray<readonly [string, (a: Attachment) => string]> = [
+  ["empty", () => ""],
+  ["torn", (a) => JSON.stringify(record(a)).slice(0, 40)],
+  ["not JSON", () => "not json"],
+  ["not a record", () => '{"owner": 1}'],
+  ["another attachment's", (a) => JSON.stringify(record({ ...a, containerId: `${a.containerId}x` }))]
+]
 
 export const attachment = (network: string, containerId: string, ifname = "eth0"): Attachment => ({
   network,
@@ -51,8 +62,8 @@ export const attachmentStoreContract = (
     law("a record never written reads as absent; an empty store lists nothing", (store, dir) =>
       Effect.gen(function* () {
         assert.isUndefined(yield* store.read(dir, a))
-        assert.deepStrictEqual(yield* store.list(dir, undefined), [])
-        assert.deepStrictEqual(yield* store.list(dir, "net-a"), [])
+        assert.deepStrictEqual((yield* store.list(dir, undefined)).records, [])
+        assert.deepStrictEqual((yield* store.list(dir, "net-a")).records, [])
       })
     )
 
@@ -78,7 +89,7 @@ export const attachmentStoreContract = (
         const second = record(a, "tenant-b", ["10.0.0.9/24"])
         yield* store.write(dir, second)
         assert.deepStrictEqual(yield* store.read(dir, a), second)
-        assert.deepStrictEqual(yield* store.list(dir, undefined), [second])
+        assert.deepStrictEqual((yield* store.list(dir, undefined)).records, [second])
       })
     )
 
@@ -89,7 +100,7 @@ export const attachmentStoreContract = (
         assert.isUndefined(yield* store.read(dir, a))
         yield* store.remove(dir, a)
         yield* store.remove(dir, attachment("never", "written"))
-        assert.deepStrictEqual(yield* store.list(dir, undefined), [])
+        assert.deepStrictEqual((yield* store.list(dir, undefined)).records, [])
       })
     )
 
@@ -100,7 +111,7 @@ export const attachmentStoreContract = (
         yield* store.write(dir, eth0)
         yield* store.write(dir, net1)
         yield* store.remove(dir, attachment("net-a", "c1", "eth0"))
-        assert.deepStrictEqual(yield* store.list(dir, "net-a"), [net1])
+        assert.deepStrictEqual((yield* store.list(dir, "net-a")).records, [net1])
       })
     )
 
@@ -113,10 +124,10 @@ export const attachmentStoreContract = (
           record(attachment("net-b", "c3"), null)
         ]
         yield* Effect.forEach(rs, (r) => store.write(dir, r), { discard: true })
-        assert.deepStrictEqual(byOwner(yield* store.list(dir, "net-a")), byOwner(rs.slice(0, 2)))
-        assert.deepStrictEqual(byOwner(yield* store.list(dir, "net-b")), byOwner(rs.slice(2)))
-        assert.deepStrictEqual(byOwner(yield* store.list(dir, undefined)), byOwner(rs))
-        assert.deepStrictEqual(yield* store.list(dir, "net-c"), [])
+        assert.deepStrictEqual(byOwner((yield* store.list(dir, "net-a")).records), byOwner(rs.slice(0, 2)))
+        assert.deepStrictEqual(byOwner((yield* store.list(dir, "net-b")).records), byOwner(rs.slice(2)))
+        assert.deepStrictEqual(byOwner((yield* store.list(dir, undefined)).records), byOwner(rs))
+        assert.deepStrictEqual((yield* store.list(dir, "net-c")).records, [])
       })
     )
 
@@ -127,7 +138,48 @@ export const attachmentStoreContract = (
         assert.isTrue(r.tag.startsWith("h:"))
         yield* store.write(dir, r)
         assert.deepStrictEqual(yield* store.read(dir, long), r)
-        assert.deepStrictEqual(yield* store.list(dir, long.network), [r])
+        assert.deepStrictEqual((yield* store.list(dir, long.network)).records, [r])
+      })
+    )
+
+    for (const [kind, text] of CORRUPTIONS) {
+      law(
+        `an unreadable record (${kind}) is set aside by list with its reason, the rest listed; read of it fails naming it`,
+        (store, dir) =>
+          Effect.gen(function* () {
+            const bad = attachment("net-a", "c-bad", "eth0")
+            const good = [record(attachment("net-a", "c1")), record(attachment("net-a", "c-bad", "net1"))]
+            yield* Effect.forEach(good, (r) => store.write(dir, r), { discard: true })
+            opts.corrupt(dir, bad, text(bad))
+            for (const network of ["net-a", undefined]) {
+              const listing = yield* store.list(dir, network)
+              assert.deepStrictEqual(byOwner(listing.records), byOwner(good))
+              assert.strictEqual(listing.skipped.length, 1)
+              const [u] = listing.skipped
+              assert.deepStrictEqual(u!.attachment, bad)
+              assert.include(u!.file, "c-bad")
+              assert.include(u!.file, "eth0.json")
+              assert.match(u!.reason, kind === "another attachment's" ? /another attachment/ : /undecodable/)
+            }
+            assert.deepStrictEqual(yield* store.list(dir, "net-b"), { records: [], skipped: [] })
+            const read = yield* Effect.result(store.read(dir, bad))
+            assert.isTrue(Result.isFailure(read), "reading an unreadable record fails")
+            if (Result.isFailure(read)) assert.include(read.failure.msg, "c-bad")
+          })
+      )
+    }
+
+    law("a write replaces an unreadable record; remove takes it away", (store, dir) =>
+      Effect.gen(function* () {
+        const bad = attachment("net-a", "c-bad", "eth0")
+        opts.corrupt(dir, bad, "")
+        const r = record(bad)
+        yield* store.write(dir, r)
+        assert.deepStrictEqual(yield* store.list(dir, "net-a"), { records: [r], skipped: [] })
+        opts.corrupt(dir, bad, "{")
+        yield* store.remove(dir, bad)
+        assert.deepStrictEqual(yield* store.list(dir, undefined), { records: [], skipped: [] })
+        assert.isUndefined(yield* store.read(dir, bad))
       })
     )
 
@@ -136,7 +188,7 @@ export const attachmentStoreContract = (
         const other = opts.stateDir()
         yield* store.write(dir, record(a, "tenant-a"))
         assert.isUndefined(yield* store.read(other, a))
-        assert.deepStrictEqual(yield* store.list(other, undefined), [])
+        assert.deepStrictEqual((yield* store.list(other, undefined)).records, [])
       })
     )
   })

@@ -262,7 +262,8 @@ export const netfilterContract = (
         law("owner-shapes", "owner tags of every shape round-trip: plain, hashed, longest", (nf) =>
           Effect.gen(function* () {
             const owners = [
-              "h:0123456789abcdef0123456789abcdef",
+              "h:0123456789abcdef0123456789abcdef", // legacy hashed (before the network part)
+              "h:0123456789abcdef:0123456789abcdef0123456789abcdef", // hashed, network part first
               "plain_tag-1", // iptables-save prints this one without quotes
               `n.e-t_/${"c".repeat(64)}/${"x".repeat(48)}` // 120 bytes, the longest plain tag
             ]

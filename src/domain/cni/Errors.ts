@@ -86,7 +86,9 @@ export class NetfilterFailed extends Schema.TaggedError<NetfilterFailed>()("Netf
 
 /** 102: the delegate is missing, crashed, timed out or printed garbage, without an error of its own. */
 export class DelegateFailed extends Schema.TaggedError<DelegateFailed>()("DelegateFailed", {
-  msg: Schema.String
+  msg: Schema.String,
+  /** true when the delegate ran (it may have allocated something): an ADD then needs its DEL. */
+  ran: Schema.optionalKey(Schema.Boolean)
 }) {
   readonly code = 102 as const
 }

@@ -68,9 +68,9 @@ export const planAttach = (
   return { remove, add }
 }
 
-/** DEL's change: every entry of this owner goes. */
-export const planDetach = (current: ReadonlyArray<MarkEntry>, owner: string): Changes => ({
-  remove: current.filter((e) => e.owner === owner),
+/** DEL's change: every entry carrying one of this attachment's tags (Owner.ts `tagsOf`) goes. */
+export const planDetach = (current: ReadonlyArray<MarkEntry>, tags: ReadonlyArray<string>): Changes => ({
+  remove: current.filter((e) => tags.includes(e.owner)),
   add: []
 })
 

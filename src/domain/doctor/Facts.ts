@@ -7,6 +7,7 @@
 
 import type { Backend } from "../cni/Config.ts"
 import type { AttachmentRecord } from "../datapath/AttachmentRecord.ts"
+import type { UnreadableRecord } from "../datapath/AttachmentStore.ts"
 import type { MarkEntry } from "../datapath/Entries.ts"
 import type { IpRule, Route } from "../node-setup/RoutingPlan.ts"
 import type { Tenant } from "../tenancy/Tenant.ts"
@@ -101,6 +102,8 @@ export interface DoctorFacts {
   readonly routes: Fact<ReadonlyArray<Route>>
   readonly entries: Readonly<Record<Backend, Fact<ReadonlyArray<MarkEntry>>>>
   readonly records: Fact<ReadonlyArray<AttachmentRecord>>
+  /** Records the store could not read (skipped from `records`), with the reason. */
+  readonly unreadableRecords?: ReadonlyArray<UnreadableRecord>
   readonly rp: Fact<RpFacts>
   readonly inventory: Fact<NetfilterInventory>
   readonly files: { readonly portmap: boolean; readonly ciliumCni: boolean }

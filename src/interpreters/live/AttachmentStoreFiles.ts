@@ -9,18 +9,23 @@
  * remove deletes the record, that attachment's temporary files (left by a crash mid-write) and the
  * container directory once empty; the network directory stays (it is shared and cheap).
  *
- * Records are decoded with the AttachmentRecord Schema; one that does not decode, or that names
- * another attachment than its path, is a StateFailed naming the file, never silently skipped.
+ * Records are decoded with the AttachmentRecord Schema; one that cannot be read, does not decode, or
+ * names another attachment than its path is a StateFailed naming the file for `read`, and for `list`
+ * a `skipped` entry with that reason (AttachmentStore.ts): skipped and reported, never silently.
  * Path components are checked (no `/`, NUL, `.` or `..`), though the config and env decoders
  * already enforce the CNI character rules, since they become paths.
  */
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Layer, Result, Schema } from "effect"
 import { StateFailed } from "../../domain/cni/Errors.ts"
 import { AttachmentRecord } from "../../domain/datapath/AttachmentRecord.ts"
-import { AttachmentStore } from "../../domain/datapath/AttachmentStore.ts"
+import {
+  AttachmentStore,
+  type RecordListing,
+  type UnreadableRecord
+} from "../../domain/datapath/AttachmentStore.ts"
 import type { Attachment } from "../../domain/datapath/Owner.ts"
 
 const RECORD = ".json"
@@ -139,10 +144,7 @@ const subdirs = (dir: string) =>
     fs.readdir(dir, { withFileTypes: true })
   ).pipe(Effect.map((entries) => entries.filter((e) => e.isDirectory()).map((e) => e.name)))
 
-const list = (
-  stateDir: string,
-  network: string | undefined
-): Effect.Effect<ReadonlyArray<AttachmentRecord>, StateFailed> =>
+const list = (stateDir: string, network: string | undefined): Effect.Effect<RecordListing, StateFailed> =>
   Effect.gen(function* () {
     if (network !== undefined && badComponent(network)) {
       return yield* new StateFailed({
@@ -151,6 +153,7 @@ const list = (
     }
     const networks = network === undefined ? yield* subdirs(stateDir) : [network]
     const records: Array<AttachmentRecord> = []
+    const skipped: Array<UnreadableRecord> = []
     for (const net of networks) {
       for (const containerId of yield* subdirs(path.join(stateDir, net))) {
         const dir = path.join(stateDir, net, containerId)
@@ -159,12 +162,14 @@ const list = (
         )
         for (const name of names.filter((n) => n.endsWith(RECORD) && !n.includes(":")).sort()) {
           const a = { network: net, containerId, ifname: name.slice(0, -RECORD.length) }
-          const r = yield* readRecord(path.join(dir, name), a)
-          if (r !== undefined) records.push(r)
+          const file = path.join(dir, name)
+          const r = yield* Effect.result(readRecord(file, a))
+          if (Result.isFailure(r)) skipped.push({ attachment: a, file, reason: r.failure.msg })
+          else if (r.success !== undefined) records.push(r.success)
         }
       }
     }
-    return records
+    return { records, skipped }
   })
 
 export const make = (): AttachmentStore["Service"] =>

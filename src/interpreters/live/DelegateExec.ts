@@ -6,7 +6,8 @@
  * What it decides: exit 0 is success (stdout parsed, empty → undefined); a non-zero exit with a CNI
  * error document on stdout is the delegate's own `DelegateError` (its code and details kept); every
  * other outcome (not found, not executable, killed by a signal, garbage, too much output, the
- * deadline) is `DelegateFailed` (102) with a short excerpt of its stderr.
+ * deadline) is `DelegateFailed` (102) with a short excerpt of its stderr, marked `ran` when the
+ * process was started (so a failed ADD knows to run the delegate's DEL).
  *
  * Limits: output is captured up to fixed sizes (stdout 4 MiB, the last 64 KiB of stderr) while the
  * rest is drained, so a chatty plugin can neither block on a full pipe nor exhaust our memory. The
@@ -150,8 +151,9 @@ const interpret = (
   call: DelegateCall,
   o: Outcome
 ): Effect.Effect<unknown, DelegateFailed | DelegateError> => {
+  // Every outcome here comes from a process that ran: whatever it did may need undoing.
   const fail = (what: string) =>
-    Effect.fail(new DelegateFailed({ msg: withStderr(`${describe(call)} ${what}`, o.stderr) }))
+    Effect.fail(new DelegateFailed({ msg: withStderr(`${describe(call)} ${what}`, o.stderr), ran: true }))
   if (o.exitCode === undefined) return fail(`crashed (killed by ${o.signal ?? "a signal"})`)
   if (o.stdoutTotal > MAX_STDOUT_BYTES) {
     return fail(`exited ${o.exitCode} after printing more than ${MAX_STDOUT_BYTES} bytes`)
@@ -254,7 +256,9 @@ const make = Effect.gen(function* () {
           duration: Duration.millis(call.timeoutMs),
           // By now the scope has closed: the process group got SIGKILL and the leader was reaped.
           orElse: () =>
-            Effect.fail(new DelegateFailed({ msg: `${describe(call)} timed out after ${call.timeoutMs}ms` }))
+            Effect.fail(
+              new DelegateFailed({ msg: `${describe(call)} timed out after ${call.timeoutMs}ms`, ran: true })
+            )
         })
       )
       yield* Effect.logDebug("delegate finished", {

@@ -23,6 +23,7 @@
  * - Never change CHAIN: entries installed by an older version must still be found by a newer one.
  */
 import type { Changes, MarkEntry } from "../../domain/datapath/Entries.ts"
+import { TAG_PATTERN } from "../../domain/datapath/Owner.ts"
 import { canonicalIp, type Family, parseIp } from "../../domain/net/Ip.ts"
 import { and32, formatMark } from "../../domain/net/Mark.ts"
 
@@ -53,8 +54,8 @@ export interface IptablesState {
   readonly rules: ReadonlyArray<MarkEntry>
 }
 
-// The owner tag as Owner.ts makes it: plain `[A-Za-z0-9_./-]` up to 120 bytes, or `h:` + 32 hex.
-const TAG = `h:[0-9a-f]{32}|[A-Za-z0-9_./-]{1,120}`
+// Owner tags in every form Owner.ts recognises (old hashed ones included, so upgrades find them).
+const TAG = TAG_PATTERN
 const RULE = new RegExp(
   `^-A ${CHAIN} -s ([0-9a-fA-F:.]+)/(32|128) -m conntrack --ctdir ORIGINAL -m comment --comment (?:"(${TAG})"|(${TAG})) -j MARK --set-xmark (0x[0-9a-f]{1,8})/(0x[0-9a-f]{1,8})$`
 )

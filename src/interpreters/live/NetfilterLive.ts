@@ -34,6 +34,7 @@ import type { Backend } from "../../domain/cni/Config.ts"
 import { NetfilterFailed } from "../../domain/cni/Errors.ts"
 import { byFamily, type Changes, invert, isEmpty, type MarkEntry } from "../../domain/datapath/Entries.ts"
 import { Netfilter } from "../../domain/datapath/Netfilter.ts"
+import { isOwnerTag } from "../../domain/datapath/Owner.ts"
 import type { Family } from "../../domain/net/Ip.ts"
 import { parseIp } from "../../domain/net/Ip.ts"
 import { and32, isMarkValue } from "../../domain/net/Mark.ts"
@@ -62,8 +63,6 @@ const bounded = (s: string): string => {
   return t.length > MAX_STDERR ? `${t.slice(0, MAX_STDERR)}…` : t
 }
 
-const TAG = /^(?:h:[0-9a-f]{32}|[A-Za-z0-9_./-]{1,120})$/
-
 /**
  * Why an entry cannot be rendered, if it cannot. The owner must be an owner tag (Owner.ts): it is
  * written into batch text, so anything else could inject syntax.
@@ -75,7 +74,7 @@ export const invalidEntry = (e: MarkEntry): string | undefined => {
   if (!isMarkValue(e.mark) || !Number.isInteger(e.mask) || e.mask < 0 || e.mask > 0xffffffff)
     return "mark or mask out of range"
   if (and32(e.mark, e.mask) !== e.mark) return "mark has bits outside its mask"
-  if (!TAG.test(e.owner)) return `${JSON.stringify(e.owner)} is not an owner tag`
+  if (!isOwnerTag(e.owner)) return `${JSON.stringify(e.owner)} is not an owner tag`
   return undefined
 }
 

@@ -34,6 +34,7 @@
  */
 import { Effect, Option, Result, Schema } from "effect"
 import type { Changes, MarkEntry } from "../../domain/datapath/Entries.ts"
+import { isOwnerTag } from "../../domain/datapath/Owner.ts"
 import { canonicalIp, type Family, parseIp } from "../../domain/net/Ip.ts"
 import { formatMark, not32, or32 } from "../../domain/net/Mark.ts"
 
@@ -63,8 +64,6 @@ const parseSetName = (name: string): { readonly mark: number; readonly family: F
   const m = SET_NAME.exec(name)
   return m === null ? undefined : { mark: Number.parseInt(m[1] as string, 16), family: m[2] === "4" ? 4 : 6 }
 }
-
-const TAG = /^(?:h:[0-9a-f]{32}|[A-Za-z0-9_./-]{1,120})$/
 
 // --- The JSON listing, as nft 1.0.6 prints it (`nft -j list table inet tenant_routing`). -----------
 
@@ -173,7 +172,7 @@ export const decodeListing = (json: string): Effect.Effect<NftState, Schema.Sche
         const elements = new Map<string, string>()
         for (const raw of s.elem ?? []) {
           const el = asElement(raw)
-          if (Option.isNone(el) || !TAG.test(el.value.elem.comment)) continue
+          if (Option.isNone(el) || !isOwnerTag(el.value.elem.comment)) continue
           const ip = parseIp(el.value.elem.val)
           if (ip !== undefined && ip.family === named.family) elements.set(ip.text, el.value.elem.comment)
         }

@@ -12,7 +12,7 @@
  */
 import { Effect, Layer } from "effect"
 import { Delegate, type DelegateCall } from "../../domain/cni/Delegate.ts"
-import { DelegateError } from "../../domain/cni/Errors.ts"
+import { DelegateError, DelegateFailed } from "../../domain/cni/Errors.ts"
 import type { FaultPlan } from "./Faults.ts"
 
 export class Leases {
@@ -25,6 +25,12 @@ export class Leases {
    * the idempotent delegate this model used to be (no real ptp/host-local behaves so).
    */
   repeatedAdd: "refuse" | "same-lease" = "refuse"
+  /**
+   * What ADD prints when the "delegate.ADD.output" fault hits, after leasing: valid JSON that is no
+   * CNI result, or output the live interpreter refuses as a whole (not JSON, or over its size bound),
+   * which it reports as DelegateFailed with `ran`.
+   */
+  badOutput: "not-a-result" | "unparsable" = "not-a-result"
   readonly poolSize: number
   readonly dualStack: boolean
   constructor(poolSize = 16, dualStack = false) {
@@ -70,7 +76,7 @@ export const DelegateMemory = {
             .hit(`delegate.${call.command}`, () => fail(call, 999, `${call.command} failed (injected)`))
             .pipe(
               Effect.andThen(
-                Effect.suspend((): Effect.Effect<unknown, DelegateError> => {
+                Effect.suspend((): Effect.Effect<unknown, DelegateError | DelegateFailed> => {
                   leases.calls.push(call)
                   const version = String(call.conf.cniVersion)
                   if (call.command === "VERSION")
@@ -119,7 +125,16 @@ export const DelegateMemory = {
                         .hit("delegate.ADD.output", () => undefined)
                         .pipe(
                           Effect.as<unknown>(resultFor(call, ips)),
-                          Effect.catch(() => Effect.succeed<unknown>("not a result"))
+                          Effect.catch(() =>
+                            leases.badOutput === "not-a-result"
+                              ? Effect.succeed<unknown>("not a result")
+                              : Effect.fail(
+                                  new DelegateFailed({
+                                    msg: `delegate ${call.type} ADD succeeded but printed invalid JSON (injected)`,
+                                    ran: true
+                                  })
+                                )
+                          )
                         )
                     }
                     case "DEL":
