@@ -1,0 +1,3 @@
+module tenant-routing-wrapper/shim
+
+go 1.19
