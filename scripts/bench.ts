@@ -10,7 +10,7 @@
  * plugins run (through `ip netns exec`, for the bare plugin too, so both pay the same), and a "pod"
  * namespace handed over as CNI_NETNS. They, and the temporary state and IPAM directories, are removed
  * at the end, on failure and on SIGINT/SIGTERM. Needs root, iproute2, iptables and nft, and
- * dist/tenant-routing-wrapper (`npm run build`).
+ * dist/tenant-routing (`npm run build`).
  *
  * Wall times come from spawnSync around each call, so they include process creation; on a loaded
  * machine they are noisy, so p50 is the figure to compare. N=30 per series (`--runs N`).
@@ -92,7 +92,7 @@ const main = async (): Promise<number> => {
   const { values } = parseArgs({
     options: {
       runs: { type: "string", default: "30" },
-      binary: { type: "string", default: join(root, "dist/tenant-routing-wrapper") }
+      binary: { type: "string", default: join(root, "dist/tenant-routing") }
     }
   })
   const runs = Number(values.runs)

@@ -1,5 +1,8 @@
 /**
- * `npm run build`: the shipped executables, one per architecture (docs/DESIGN.md §7).
+ * `npm run build`: the shipped executables, two per architecture (docs/DESIGN.md §7, §8):
+ * `dist/tenant-routing` (the full program below: standalone CNI plugin, agent, operator CLI) and
+ * `dist/tenant-routing-wrapper`, the Go shim the conflist names (scripts/buildShim.ts), which hands
+ * each call to the agent or execs `tenant-routing`. arm64 files carry an `-arm64` suffix.
  *
  * 1. esbuild bundles bin/tenant-routing-wrapper.ts and everything it imports (no node_modules at run
  *    time) into dist/tenant-routing-wrapper.cjs. CommonJS, because Node 24's single executable
@@ -16,7 +19,8 @@
  *    architecture is skipped with the reason, never built from a foreign blob. (Measured: a blob
  *    without snapshot and code cache is byte-identical whether x64 24.22.3 or arm64 24.22.0 makes it,
  *    and runs when injected into the other; but it starts 2-3x slower, so it is not the fallback.)
- * 3. Every executable is smoke-tested (CNI VERSION, under qemu for a foreign architecture) before it
+ * 3. The shim, cross-compiled by Go for each architecture asked for (no emulation needed).
+ * 4. Every SEA executable is smoke-tested (CNI VERSION, under qemu for a foreign architecture) before it
  *    is kept; then sizes and the amd64 start-up time (CNI_COMMAND=VERSION, 20 runs) are printed.
  *
  * SEA options, measured with --compare (CNI VERSION, CPU time per call on a busy 2-core build host,
@@ -56,6 +60,7 @@ import { arch as hostArchRaw } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
 import { build } from "esbuild"
+import { buildShim, type ShimArch } from "./buildShim.ts"
 
 type Arch = "x64" | "arm64"
 
@@ -77,10 +82,17 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 }
 const workBundle = join(work, "tenant-routing-wrapper.cjs")
 const FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2"
+/** The full program (standalone CNI plugin, agent and operator CLI) per architecture. */
 const outputName: Record<Arch, string> = {
+  x64: "tenant-routing",
+  arm64: "tenant-routing-arm64"
+}
+/** The Go shim the conflist names (`type: tenant-routing-wrapper`), per architecture. */
+const shimName: Record<Arch, string> = {
   x64: "tenant-routing-wrapper",
   arm64: "tenant-routing-wrapper-arm64"
 }
+const goArch: Record<Arch, ShimArch> = { x64: "amd64", arm64: "arm64" }
 /** qemu-user binaries and the Debian cross sysroots (`libc6-<arch>-cross`, `libstdc++6-<arch>-cross`). */
 const emulation: Record<Arch, { qemu: string; sysroot: string; packages: string }> = {
   x64: {
@@ -516,6 +528,14 @@ const main = async (): Promise<number> => {
     makeExecutable(arch, CHOSEN, out, strip)
     built.push({ arch, file: out })
   }
+  // The shim cross-compiles without emulation, so it is built for every architecture asked for.
+  const shims: Array<{ arch: Arch; file: string }> = []
+  for (const arch of archs) {
+    const out = join(dist, shimName[arch])
+    log(`building ${relative(root, out)} (${arch}, Go shim) ...`)
+    await buildShim({ arch: goArch[arch], out })
+    shims.push({ arch, file: out })
+  }
 
   const host = hostArch()
   if (values.compare && host !== undefined) {
@@ -533,6 +553,8 @@ const main = async (): Promise<number> => {
   process.stdout.write(`\n${relative(root, bundlePath)}  ${mib(statSync(bundlePath).size)}\n`)
   for (const b of built)
     process.stdout.write(`${relative(root, b.file)}  ${mib(statSync(b.file).size)}  (${b.arch})\n`)
+  for (const b of shims)
+    process.stdout.write(`${relative(root, b.file)}  ${mib(statSync(b.file).size)}  (${b.arch}, shim)\n`)
   for (const s of skipped) process.stdout.write(`skipped ${s}\n`)
   const native = built.find((b) => b.arch === host)
   if (native !== undefined) {

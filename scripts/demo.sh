@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run demo` (scripts/run.sh demo: Node 24 first on PATH, node_modules installed). Checks that this
 # is Linux and root, installs the system tools the demo needs when apt-get can (else says which), builds
-# dist/tenant-routing-wrapper when it is missing or older than its sources, then runs scripts/demo.ts,
+# dist/tenant-routing and the shim when they are missing or older than its sources, then runs scripts/demo.ts,
 # which does everything in network namespaces of its own and removes them on exit, failure or Ctrl-C.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +26,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 cni=/usr/lib/cni
 missing() {
   local m=()
-  for tool in ip iptables ip6tables nft openssl sysctl timeout; do
+  for tool in ip iptables ip6tables nft openssl sysctl timeout go; do
     command -v "$tool" >/dev/null 2>&1 || m+=("$tool")
   done
   for plugin in ptp host-local portmap; do
@@ -34,7 +34,7 @@ missing() {
   done
   echo "${m[*]}"
 }
-packages="containernetworking-plugins iptables nftables iproute2 openssl procps"
+packages="containernetworking-plugins iptables nftables iproute2 openssl procps golang-go"
 need=$(missing)
 if [ -n "$need" ]; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -51,8 +51,9 @@ if [ -n "$need" ]; then
   fi
 fi
 
-binary=dist/tenant-routing-wrapper
-if [ ! -x "$binary" ] || [ -n "$(find src bin scripts/build.ts package-lock.json -newer "$binary" -print -quit)" ]; then
+binary=dist/tenant-routing
+if [ ! -x "$binary" ] || [ ! -x dist/tenant-routing-wrapper ] ||
+  [ -n "$(find src bin shim scripts/build.ts scripts/buildShim.ts package-lock.json -newer "$binary" -print -quit)" ]; then
   echo "demo: building $binary for linux/$arch (missing or older than its sources; about a minute) ..." >&2
   log=$(mktemp)
   trap 'rm -f "$log"' EXIT

@@ -57,7 +57,8 @@ import {
 } from "../test/sim/topology.ts"
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url))
-const BINARY = join(ROOT, "dist", "tenant-routing-wrapper")
+const BINARY = join(ROOT, "dist", "tenant-routing")
+const SHIM = join(ROOT, "dist", "tenant-routing-wrapper")
 const NETWORK = "trw-demo"
 const PREFIX = randomPrefix("trw-demo")
 
@@ -190,18 +191,26 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
 
 // ---------------------------------------------------------------------------------------------------
 
-/** The executable alone in a directory of the run, as the DaemonSet puts it in /opt/cni/bin. */
+/**
+ * The two executables alone in a directory of the run, as the DaemonSet puts them in /opt/cni/bin: the
+ * shim the conflist names, and the full program it execs when no agent answers. Returns the shim.
+ */
 const installPlugin = (dir: string): string => {
   const binDir = join(dir, "bin")
   mkdirSync(binDir)
-  const installed = join(binDir, "tenant-routing-wrapper")
-  try {
-    linkSync(BINARY, installed)
-  } catch {
-    copyFileSync(BINARY, installed)
-    chmodSync(installed, 0o755)
+  for (const [from, name] of [
+    [BINARY, "tenant-routing"],
+    [SHIM, "tenant-routing-wrapper"]
+  ] as const) {
+    const installed = join(binDir, name)
+    try {
+      linkSync(from, installed)
+    } catch {
+      copyFileSync(from, installed)
+      chmodSync(installed, 0o755)
+    }
   }
-  return installed
+  return join(binDir, "tenant-routing-wrapper")
 }
 
 interface Inspected {
@@ -234,8 +243,10 @@ const seconds = (start: number) => `${((performance.now() - start) / 1000).toFix
 
 const main = async (): Promise<number> => {
   const start = performance.now()
-  if (!existsSync(BINARY)) {
-    process.stderr.write(`demo: ${BINARY} is missing; run it as  sudo npm run demo  (which builds it)\n`)
+  if (!existsSync(BINARY) || !existsSync(SHIM)) {
+    process.stderr.write(
+      `demo: ${BINARY} or ${SHIM} is missing; run it as  sudo npm run demo  (which builds it)\n`
+    )
     return 1
   }
   const missing = missingPrerequisites()

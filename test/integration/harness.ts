@@ -28,7 +28,10 @@ import { execIn, hasTool, isRoot, mustIn } from "../sim/netns.ts"
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 export const DIST_DIR = join(ROOT, "dist")
-export const BINARY = join(DIST_DIR, "tenant-routing-wrapper")
+/** The full program: standalone CNI plugin, agent and operator CLI. */
+export const BINARY = join(DIST_DIR, "tenant-routing")
+/** The Go shim the conflist names; with no agent listening it execs `tenant-routing` next to it. */
+export const SHIM = join(DIST_DIR, "tenant-routing-wrapper")
 export const SYSTEM_CNI = "/usr/lib/cni"
 export const ANNOTATION = "tenant.routing/fwmark"
 export const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations"
@@ -86,14 +89,18 @@ const newestMtime = (path: string): number => {
 
 /** The inputs of the build: if any is newer than the executable, it is rebuilt. */
 const sourcesMtime = () =>
-  Math.max(...["src", "bin", "package-lock.json", "scripts/build.ts"].map((p) => newestMtime(join(ROOT, p))))
+  Math.max(
+    ...["src", "bin", "shim", "package-lock.json", "scripts/build.ts", "scripts/buildShim.ts"].map((p) =>
+      newestMtime(join(ROOT, p))
+    )
+  )
 
-const isFresh = () => existsSync(BINARY) && statSync(BINARY).mtimeMs >= sourcesMtime()
+const isFresh = () => [BINARY, SHIM].every((f) => existsSync(f) && statSync(f).mtimeMs >= sourcesMtime())
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /**
- * Builds dist/tenant-routing-wrapper with `bash scripts/run.sh build` when it is missing or older than the
+ * Builds dist/tenant-routing and the shim with `bash scripts/run.sh build` when it is missing or older than the
  * sources. Several suites start at once, so the build runs under a lock directory (mkdir is atomic); the
  * others wait for it and then find the executable fresh. A lock whose holder died is taken over.
  */
@@ -133,7 +140,7 @@ export const ensureBinary = async (): Promise<string> => {
       encoding: "utf8",
       timeout: 8 * 60_000
     })
-    if (r.status !== 0 || !existsSync(BINARY))
+    if (r.status !== 0 || !existsSync(BINARY) || !existsSync(SHIM))
       throw new Error(
         `bash scripts/run.sh build failed (exit ${r.status}):\n${r.stderr}\n${r.stdout}`.slice(0, 8000)
       )
@@ -158,8 +165,9 @@ export interface InstalledPlugin {
 }
 
 /**
- * Installs the plugin into `binDir` the way the DaemonSet does: the built executable copied there alone
- * (so nothing next to it in dist/ can help it). For development only, TRW_INTEGRATION_COMMAND (a JSON
+ * Installs the plugin into `binDir` the way the DaemonSet does: the shim as `tenant-routing-wrapper` and
+ * the full program as `tenant-routing`, copied there alone (so nothing next to them in dist/ can help).
+ * No agent listens in these suites, so every call goes shim → exec `tenant-routing` (standalone mode). For development only, TRW_INTEGRATION_COMMAND (a JSON
  * array, e.g. `["node","bin/tenant-routing-wrapper.ts"]`) runs that command line instead and skips the
  * build.
  */
@@ -170,10 +178,13 @@ export const installPlugin = async (binDir: string): Promise<InstalledPlugin> =>
     const argv = JSON.parse(dev) as ReadonlyArray<string>
     return { argv, cniPath, commands: { "tenant-routing-wrapper": argv } }
   }
-  const installed = join(binDir, "tenant-routing-wrapper")
-  copyFileSync(await ensureBinary(), installed)
-  chmodSync(installed, 0o755)
-  return { argv: [installed], cniPath, commands: {} }
+  const program = join(binDir, "tenant-routing")
+  const shim = join(binDir, "tenant-routing-wrapper")
+  copyFileSync(await ensureBinary(), program)
+  copyFileSync(SHIM, shim)
+  chmodSync(program, 0o755)
+  chmodSync(shim, 0o755)
+  return { argv: [shim], cniPath, commands: {} }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -238,6 +249,8 @@ export const tenantConflist = (o: WrapperConfOptions): Conflist => {
     kubeconfig: o.kubeconfig,
     ...(o.backend === undefined ? {} : { backend: o.backend }),
     stateDir: o.stateDir,
+    // No agent serves these suites: a socket path of their own keeps a node's real agent out of them.
+    agentSocket: join(o.stateDir, "no-agent.sock"),
     ...(o.logFile === undefined ? {} : { logFile: o.logFile, logLevel: "info" }),
     delegate: {
       type: "ptp",

@@ -46,6 +46,9 @@ export const NetConfWire = Schema.StructWithRest(
     apiTimeout: Schema.optionalKey(Duration),
     delegateTimeout: Schema.optionalKey(Duration),
     stateDir: Schema.optionalKey(Schema.String),
+    agentSocket: Schema.optionalKey(Schema.String).annotate({
+      description: "the agent's unix socket; read by the shim, which falls back to standalone without it"
+    }),
     logFile: Schema.optionalKey(Schema.String),
     logLevel: Schema.optionalKey(Schema.Literals(["debug", "info", "warn", "error"])),
     logMaxBytes: Schema.optionalKey(
@@ -199,10 +202,13 @@ export const validateConfig = (
   const apiTimeoutMs = timeout("apiTimeout", 5_000)
   const delegateTimeoutMs = timeout("delegateTimeout", 60_000)
 
-  for (const key of ["kubeconfig", "logFile", "stateDir"] as const) {
+  for (const key of ["kubeconfig", "logFile", "stateDir", "agentSocket"] as const) {
     const p = wire[key]
     if (p !== undefined && !isAbsolute(p)) bad(key, "must be an absolute path")
   }
+  // A unix socket path must fit sun_path (108 bytes with its NUL); a longer one could never connect.
+  if (wire.agentSocket !== undefined && new TextEncoder().encode(wire.agentSocket).length > 107)
+    bad("agentSocket", "must be at most 107 bytes (the kernel's limit for a socket path)")
   const annotationKey = wire.annotationKey ?? DEFAULT_ANNOTATION_KEY
   if (annotationKey.length === 0 || annotationKey.length > 317)
     bad("annotationKey", "must be an annotation key")
