@@ -2,9 +2,10 @@
  * One CNI call from bytes to bytes: decode the environment and stdin, run the verb, and turn its
  * outcome or failure into what goes on stdout and the exit status. This is the only place failures
  * are rendered (CniError.ts), so no verb can print twice or print something that is not CNI JSON.
- * Every call logs exactly one line (verb, ids, tenant, mark, IPs, backend, duration, outcome, code).
+ * Every call logs exactly one line (verb, ids, tenant, mark, IPs, backend, duration, outcome, code),
+ * failed or not, with what the verb logged on the way inside it (CallLog.ts).
  */
-import { Cause, Clock, Effect, type Layer } from "effect"
+import { Cause, Clock, Effect, type Layer, LogLevel } from "effect"
 import type { Command } from "../domain/cni/CniEnv.ts"
 import { toCniError, unexpectedError } from "../domain/cni/CniError.ts"
 import type { PluginConfig } from "../domain/cni/Config.ts"
@@ -16,6 +17,7 @@ import type { Netfilter } from "../domain/datapath/Netfilter.ts"
 import type { NodeLock } from "../domain/datapath/NodeLock.ts"
 import type { AnnotationSource } from "../domain/tenancy/AnnotationSource.ts"
 import type { Call, Outcome } from "./Call.ts"
+import { type CallFacts, factsOf, type Note, observed } from "./CallLog.ts"
 import { cmdAdd } from "./cmdAdd.ts"
 import { cmdCheck } from "./cmdCheck.ts"
 import { cmdDel } from "./cmdDel.ts"
@@ -62,13 +64,16 @@ export const runCni = (
     const decoded = decodeInvocation(env, stdin)
     const settings =
       "invocation" in decoded && decoded.invocation._tag === "Call" ? decoded.invocation.config : DEFAULT_LOG
-    const verb = env.CNI_COMMAND ?? "?"
+    const verb = (env.CNI_COMMAND ?? "?").slice(0, 32)
     const cniVersion =
       "invocation" in decoded
         ? decoded.invocation._tag === "Call"
           ? decoded.invocation.config.cniVersion
           : decoded.invocation.cniVersion
         : decoded.cniVersion
+    const facts: CallFacts =
+      "invocation" in decoded && decoded.invocation._tag === "Call" ? factsOf(decoded.invocation) : {}
+    const notes: Array<Note> = []
 
     const run: Effect.Effect<{ output: CniOutput; log: Record<string, unknown> }, never, CniServices> =
       Effect.gen(function* () {
@@ -87,48 +92,61 @@ export const runCni = (
           }
         }
         const command = inv.env.command as Exclude<Command, "VERSION">
-        return yield* verbs[command](inv).pipe(
+        // `facts` is read once the verb has ended, so a failure's line holds all it learned.
+        return yield* observed(inv, facts, notes, verbs[command](inv)).pipe(
           Effect.map((o) => ({
             output: { stdout: o.output === undefined ? undefined : print(o.output), exitCode: 0 },
-            log: { ...o.log, outcome: "ok" }
+            log: { ...facts, ...o.log, outcome: "ok" }
           })),
           Effect.catch((e) => {
             const doc = toCniError(e, cniVersion)
             return Effect.succeed({
               output: { stdout: print(doc), exitCode: 1 },
-              log: { outcome: "error", code: doc.code, error: doc.msg }
+              log: { ...facts, outcome: "error", code: doc.code, error: doc.msg }
             })
           }),
           Effect.catchCause((cause) => {
             const doc = unexpectedError(cniVersion, Cause.pretty(cause).split("\n")[0] ?? "unknown")
             return Effect.succeed({
               output: { stdout: print(doc), exitCode: 1 },
-              log: { outcome: "error", code: doc.code, error: Cause.pretty(cause) }
+              log: { ...facts, outcome: "error", code: doc.code, error: Cause.pretty(cause) }
             })
           })
         )
       })
 
+    // Raw values, clipped: a refused call's line still says what was asked, without echoing 100k chars.
     const ids = {
       verb,
-      containerId: env.CNI_CONTAINERID,
-      ifname: env.CNI_IFNAME,
+      containerId: clip(env.CNI_CONTAINERID),
+      ifname: clip(env.CNI_IFNAME),
       pod: podOf(env.CNI_ARGS)
     }
     return yield* run.pipe(
       Effect.tap(({ output, log }) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const line = { ...log, durationMs: now - started }
-          return output.exitCode === 0
-            ? Effect.logInfo(`${verb} ok`, line)
-            : Effect.logError(`${verb} failed`, line)
+          const warnings = notes.filter((n) => LogLevel.isGreaterThanOrEqualTo(n.level, "Warn"))
+          const debug = notes.filter((n) => LogLevel.isLessThan(n.level, "Warn"))
+          const line = {
+            ...ids,
+            ...log,
+            durationMs: now - started,
+            ...(warnings.length > 0 ? { warnings } : {}),
+            ...(debug.length > 0 ? { debug } : {})
+          }
+          if (output.exitCode !== 0) return Effect.logError(`${verb} failed`, line)
+          // At warn level, so a log kept at `warn` still shows a call that succeeded with a warning.
+          return warnings.length > 0
+            ? Effect.logWarning(`${verb} ok`, line)
+            : Effect.logInfo(`${verb} ok`, line)
         })
       ),
       Effect.map(({ output }) => output),
-      Effect.annotateLogs(ids),
       Effect.provide(logging(settings))
     )
   })
+
+const clip = (s: string | undefined): string | undefined => (s === undefined ? s : s.slice(0, 256))
 
 /** `namespace/name` from CNI_ARGS for the log line, without trusting its shape. */
 const podOf = (args: string | undefined): string | undefined => {

@@ -16,6 +16,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   writeFileSync
@@ -450,4 +451,55 @@ export const median = (values: ReadonlyArray<number>): number => {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)
   return Math.round(sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Leak checks: the test process's descriptors, processes still running, the node's whole ruleset
+
+/** What this process's descriptors point at (`pipe:[123]`, `socket:[456]`, a path), by fd number. */
+export const openFds = (): ReadonlyMap<string, string> => {
+  const fds = new Map<string, string>()
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      fds.set(fd, readlinkSync(`/proc/self/fd/${fd}`))
+    } catch {
+      // closed between the listing and the read (the listing's own descriptor is one)
+    }
+  }
+  return fds
+}
+
+/** Processes whose command line names one of `paths` (as argv[0] or an argument): `pid: cmdline`. */
+export const processesRunning = (paths: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const found: Array<string> = []
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue
+    let argv: ReadonlyArray<string>
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+    } catch {
+      continue // exited meanwhile
+    }
+    if (argv.some((a) => paths.some((p) => a === p || a.startsWith(`${p}/`))))
+      found.push(`${pid}: ${argv.join(" ").trim()}`)
+  }
+  return found
+}
+
+/** Everything netfilter holds in the namespace, both tools' views (for "nothing changed" comparisons). */
+export const netfilterSnapshot = async (ns: string): Promise<string> => {
+  // The save tools print a timestamped header and packet counters; neither is a change we made.
+  const stable = (text: string) =>
+    text
+      .split("\n")
+      .filter((l) => !l.startsWith("#"))
+      .map((l) => l.replace(/\[\d+:\d+\]/g, "[0:0]"))
+      .join("\n")
+  const uncounted = (text: string) => text.replace(/packets \d+ bytes \d+/g, "packets 0 bytes 0")
+  const [v4, v6, nft] = await Promise.all([
+    mustIn(ns, "iptables-save", []),
+    mustIn(ns, "ip6tables-save", []),
+    mustIn(ns, "nft", ["list", "ruleset"])
+  ])
+  return `${stable(v4)}\n${stable(v6)}\n${uncounted(nft)}`
 }

@@ -1,7 +1,9 @@
 /**
  * One plugin call, decoded from what the runtime hands over: the environment and stdin bytes.
  * Order of checks (each with its own code): environment (4), stdin bytes (6), config (7, or 1 for an
- * unsupported version). VERSION reads only `cniVersion` from stdin, as the spec allows it a minimal input.
+ * unsupported version). VERSION reads only `cniVersion` from stdin, as the spec allows it a minimal input,
+ * and answers whatever stdin holds (empty, not JSON, too large), as the reference plugins' skel does:
+ * a runtime probing versions must get the list, in 1.1.0 when stdin names no version we speak.
  */
 import { type CniEnv, decodeEnv } from "./CniEnv.ts"
 import { SUPPORTED_VERSIONS } from "./CniVersion.ts"
@@ -59,8 +61,8 @@ export const decodeInvocation = (
   const parsed = parseStdin(stdin)
   const cniVersion = "json" in parsed ? replyVersion(parsed.json) : "1.1.0"
   if ("error" in env) return { error: env.error, cniVersion }
-  if ("error" in parsed) return { error: parsed.error, cniVersion }
   if (env.env.command === "VERSION") return { invocation: { _tag: "Version", cniVersion } }
+  if ("error" in parsed) return { error: parsed.error, cniVersion }
   const config = decodeConfig(parsed.json)
   if ("error" in config) return { error: config.error, cniVersion }
   return {
