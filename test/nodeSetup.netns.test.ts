@@ -15,10 +15,12 @@ import { join } from "node:path"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Result } from "effect"
-import { runNodeSetup } from "../bin/nodeSetupCli.ts"
+import { type CliEnv, runCli } from "../bin/cli.ts"
 import { decodeNodeSetupConfig, type NodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { type NodeSetupOptions, nodeSetup } from "../src/programs/nodeSetup.ts"
+
+const runNodeSetup = (argv: ReadonlyArray<string>, env: CliEnv) => runCli(["node-setup", ...argv], env)
 
 const canRun = process.getuid?.() === 0 && spawnSync("ip", ["-V"]).status === 0
 const ns = `trw-ns-${randomBytes(4).toString("hex")}`
