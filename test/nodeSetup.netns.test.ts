@@ -204,7 +204,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
     assert.deepStrictEqual(final.routes, initial.routes)
   })
 
-  it("edge values through the CLI: priorities 1 and 32766, table 4294967295, IPv6 multipath, rt_tables", async () => {
+  it("edge values through the CLI: priorities 2 (suppress rule at 1) and 32766, table 4294967295, IPv6 multipath, rt_tables", async () => {
     const dir = mkdtempSync(join(tmpdir(), "trw-netns-"))
     try {
       const file = join(dir, "tenants.json")
@@ -214,7 +214,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
         JSON.stringify({
           markMask: "0x1fff",
           tenants: {
-            low: { mark: "0x1", table: 1, gateways: ["2001:db8::3", "2001:DB8::4"], priority: 1 },
+            low: { mark: "0x1", table: 1, gateways: ["2001:db8::3", "2001:DB8::4"], priority: 2 },
             high: {
               mark: "0x1000",
               table: 4294967295,
@@ -235,8 +235,8 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       }
       assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], env), 0, out.join(""))
       const rules4 = show("-4", "rule", "show")
-      assert.isTrue(has(rules4, { priority: 0, table: "main", suppress_prefixlen: 0 }))
-      assert.isTrue(has(rules4, { priority: 1, fwmark: "0x1", fwmask: "0x1fff", table: "1" }))
+      assert.isTrue(has(rules4, { priority: 1, table: "main", suppress_prefixlen: 0 }))
+      assert.isTrue(has(rules4, { priority: 2, fwmark: "0x1", fwmask: "0x1fff", table: "1" }))
       assert.isTrue(has(rules4, { priority: 32766, fwmark: "0x1000", fwmask: "0x1fff", table: "4294967295" }))
       assert.isTrue(
         has(show("-6", "route", "show", "table", "1"), {
@@ -251,6 +251,10 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       assert.include(readFileSync(rtTables, "utf8"), "4294967295\tedge-high\n")
       assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], env), 0)
       assert.match(out.at(-1)!, /^apply: 0 changes\n/)
+      // The kernel's own `lookup local` rule at 0 is not at any of our priorities, so it is never
+      // reported (its `lookup main` at 32766 is, being at tenant high's priority).
+      assert.notMatch(out.at(-1)!, /priority 0 /)
+      assert.notInclude(out.at(-1)!, "lookup local")
       assert.strictEqual(await runNodeSetup(["--config", file, "--remove", "--write-rt-tables"], env), 0)
       assert.match(out.at(-1)!, /^remove: 14 changes\n/)
       assert.deepStrictEqual(kernelState([1, 4294967295]), initial)
