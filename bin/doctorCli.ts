@@ -1,16 +1,11 @@
 /**
- * Command line of `tenant-routing-wrapper doctor` (docs/DESIGN.md §7), self-contained so the main
- * executable only dispatches to `runDoctor(argv)` and exits with what it returns.
- *
- *   doctor [--config TENANTS_FILE] [--json]
- *
- * Exit codes: 0 when every check is ok or only warns, 1 when any check fails, 2 for a usage error.
- * The report goes to stdout (doctor is not a CNI verb, so stdout is free), problems of doctor itself
- * to stderr. Nothing here throws: every failure, defects included, ends as a message and exit 1.
- * The live layers are chosen here; tests replace any of them and the paths through `DoctorCliEnv`.
+ * `tenant-routing-wrapper doctor` (docs/DESIGN.md §7) as a command of the CLI: flags, the live
+ * layers, and the report as text or JSON. Exit codes: 0 when every check is ok or only warns, 1 when
+ * any check fails, 2 for a usage error. Doctor never changes the node and never stops at a fact it
+ * cannot read: that becomes a check result, so the only failures here are doctor's own.
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
-import { Cause, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
+import { Command, Flag } from "effect/cli"
 import type { ChildProcessSpawner } from "effect/process"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
 import type { Netfilter } from "../src/domain/datapath/Netfilter.ts"
@@ -30,40 +25,22 @@ import {
   doctorJson,
   formatDoctor
 } from "../src/programs/doctor.ts"
-import { parseFlags, processIo } from "./flags.ts"
+import { CliExit, jsonFlag, printOut } from "./cliSupport.ts"
 
-export const USAGE = `usage: tenant-routing-wrapper doctor [--config TENANTS_FILE] [--json]
-  --config FILE   tenants file (default ${DEFAULT_DOCTOR_OPTIONS.defaultTenantsFile} when it exists,
-                  else the tenants of the installed conflist in ${DEFAULT_DOCTOR_OPTIONS.cniConfDir}, else the defaults)
-  --json          print the results as JSON
-exit status: 0 all ok or only warnings, 1 any failure, 2 usage error`
-
-/** Replaceable parts, for tests: the services, the paths, where text goes. */
+/** Replaceable parts, for tests: the services and the paths. */
 export interface DoctorCliEnv {
-  readonly options?: Partial<Omit<DoctorOptions, "tenantsFile">>
+  readonly doctorOptions?: Partial<Omit<DoctorOptions, "tenantsFile">>
   readonly routing?: Layer.Layer<Routing, never, ChildProcessSpawner.ChildProcessSpawner>
   readonly netfilter?: Layer.Layer<Netfilter>
   readonly nodeFacts?: Layer.Layer<NodeFacts>
   readonly attachmentStore?: Layer.Layer<AttachmentStore>
   readonly annotationSource?: Layer.Layer<AnnotationSource>
-  readonly stdout?: (text: string) => void
-  readonly stderr?: (text: string) => void
 }
 
-/** Run doctor with `argv` (the arguments after `doctor`); resolves to the exit code. */
-export const runDoctor = (argv: ReadonlyArray<string>, env: DoctorCliEnv = {}): Promise<number> => {
-  const { out, err } = processIo(env)
-  const flags = parseFlags(
-    "doctor",
-    USAGE,
-    argv,
-    { config: { type: "string" }, json: { type: "boolean" } },
-    { out, err }
-  )
-  if ("exit" in flags) return Promise.resolve(flags.exit)
-  const args = { config: flags.values.config, json: flags.values.json === true }
+const NAME = "doctor"
 
-  const options: DoctorOptions = { ...DEFAULT_DOCTOR_OPTIONS, ...env.options, tenantsFile: args.config }
+export const doctorCommand = (env: DoctorCliEnv) => {
+  const defaults = { ...DEFAULT_DOCTOR_OPTIONS, ...env.doctorOptions }
   const services = Layer.mergeAll(
     env.routing ?? RoutingIproute2.layer(),
     env.netfilter ?? NetfilterLive.layer(),
@@ -71,22 +48,37 @@ export const runDoctor = (argv: ReadonlyArray<string>, env: DoctorCliEnv = {}): 
     env.attachmentStore ?? AttachmentStoreFiles.layer,
     env.annotationSource ?? AnnotationsKubernetes.layer
   )
-
-  const program = Effect.gen(function* () {
-    const report = yield* doctor(options)
-    out(args.json ? JSON.stringify(doctorJson(report), null, 2) + "\n" : formatDoctor(report) + "\n")
-    return exitCodeOf(report.results)
-  })
-
-  return Effect.runPromise(
-    program.pipe(
-      Effect.provide(Layer.provideMerge(services, NodeServices.layer)),
-      Effect.catchCause((cause) =>
-        Effect.sync(() => {
-          err(`doctor: unexpected failure: ${Cause.pretty(cause)}\n`)
-          return 1
-        })
-      )
-    )
+  return Command.make(
+    NAME,
+    {
+      config: Flag.String("config").pipe(
+        Flag.withMetavar("FILE"),
+        Flag.optional,
+        Flag.withDescription(
+          `tenants file to check against (default ${defaults.defaultTenantsFile} when it exists, else the tenants of the tenant-routing-wrapper conflist in ${defaults.cniConfDir}, else the built-in defaults)`
+        )
+      ),
+      json: jsonFlag
+    },
+    (flags) =>
+      Effect.gen(function* () {
+        const options: DoctorOptions = {
+          ...defaults,
+          tenantsFile: flags.config._tag === "Some" ? flags.config.value : undefined
+        }
+        const report = yield* doctor(options)
+        yield* printOut(json(flags.json, report))
+        const code = exitCodeOf(report.results)
+        // A failing check is reported in the table; the exit status only repeats it.
+        if (code !== 0) return yield* new CliExit({ command: NAME, code: 1, message: undefined })
+      }).pipe(Effect.provide(services))
+  ).pipe(
+    Command.withDescription(
+      "Check this node against the tenants file and the installed conflist: routing, netfilter entries, attachment records, reverse-path filtering, other mark users, API access (docs/DESIGN.md §7). Changes nothing. Exit 0 all ok or only warnings, 1 any check failed, 2 usage."
+    ),
+    Command.withShortDescription("check this node and say what is wrong")
   )
 }
+
+const json = (asJson: boolean, report: Parameters<typeof formatDoctor>[0]) =>
+  asJson ? JSON.stringify(doctorJson(report), null, 2) : formatDoctor(report)

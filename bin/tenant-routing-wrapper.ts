@@ -9,8 +9,9 @@
  * settings, `stderrLogging`, and a last-resort handler turns anything unexpected (an escaped defect,
  * an uncaught exception) into a code-999 CNI error instead of a stack trace.
  *
- * Without `CNI_COMMAND` it is the operator's tool: `node-setup`, `install`, `inspect`, `doctor`,
- * `--version`, `--help`; their stdout is free.
+ * Without `CNI_COMMAND` it is the operator's tool (bin/cli.ts): `node-setup`, `install`, `inspect`,
+ * `doctor`, `version`, `--help`; their stdout is free. The CNI path never loads bin/cli.ts, Effect's
+ * CLI module or anything only a subcommand needs.
  *
  * Start-up cost, paid by every pod start: each mode loads its modules with `await import()` only when
  * chosen (esbuild keeps them as lazily initialised closures in the bundle), and the Kubernetes client
@@ -20,38 +21,16 @@
  * as the main function; a call then begins with those modules already evaluated. Builtins are imported
  * statically: the executable's main script has no dynamic-import callback for them.
  */
-import { readFileSync } from "node:fs"
-import { format, parseArgs } from "node:util"
+import { format } from "node:util"
 import { startupSnapshot } from "node:v8"
 
-/** Set by scripts/build.ts (esbuild `define`); unset when run from source. */
-declare const __TRW_VERSION__: string | undefined
-
-const MAX_STDIN_BYTES = 4 * 1024 * 1024
-
-const USAGE = `usage:
-  as a CNI plugin:   CNI_COMMAND=ADD|DEL|CHECK|GC|STATUS|VERSION ... tenant-routing-wrapper < netconf.json
-  tenant-routing-wrapper node-setup [--config FILE] [--dry-run] [--remove] [--write-rt-tables]
-  tenant-routing-wrapper install --node NAME --template FILE [options]   (what the DaemonSet runs)
-  tenant-routing-wrapper inspect [--json] [--backend iptables|nftables] [--state-dir DIR]
-  tenant-routing-wrapper doctor [--config TENANTS_FILE] [--json]
-  tenant-routing-wrapper --version | --help
-Run a subcommand with --help for its options.`
-
-const version = (): string => {
-  if (typeof __TRW_VERSION__ === "string") return __TRW_VERSION__
-  // From source: the package.json next to bin/.
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-    version: string
-  }
-  return pkg.version
-}
+type InvocationModule = typeof import("../src/domain/cni/Invocation.ts")
 
 // ---------------------------------------------------------------------------------------------
 // CNI plugin mode
 
 /** stdin as bytes, reading at most one byte past the limit: enough for the decoder to refuse it. */
-const readStdin = async (): Promise<Uint8Array> => {
+const readStdin = async (MAX_STDIN_BYTES: number): Promise<Uint8Array> => {
   const chunks: Array<Buffer> = []
   let size = 0
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
@@ -77,21 +56,32 @@ const finish = (stdout: string | undefined, exitCode: number): void => {
   process.stdout.write(stdout, () => process.exit(exitCode))
 }
 
+/** Loaded first in CNI mode: the stdin limit and the version to answer in come from it. */
+let invocation: InvocationModule | undefined
+
 /** A bug escaped every handler: still answer in CNI JSON (code 999), never with a stack on stdout. */
 const lastResort = (stdin: Uint8Array | undefined, what: unknown): void => {
   process.stderr.write(
     `tenant-routing-wrapper: internal error: ${what instanceof Error ? (what.stack ?? what.message) : String(what)}\n`
   )
   if (answered !== undefined) process.exit(answered)
-  let cniVersion = "1.1.0"
+  // Without the decoder module (it failed to load) there is no version to answer in: exit only.
+  if (invocation === undefined) process.exit(1)
+  let json: unknown
   try {
-    const v = (JSON.parse(Buffer.from(stdin ?? []).toString("utf8")) as { cniVersion?: unknown }).cniVersion
-    if (typeof v === "string" && /^\d+\.\d+\.\d+$/.test(v)) cniVersion = v
+    json = JSON.parse(Buffer.from(stdin ?? []).toString("utf8"))
   } catch {
-    // Unreadable input: answer in the newest version we speak.
+    // Unreadable input: replyVersion answers in the newest version we speak.
   }
   const msg = what instanceof Error ? what.message : String(what)
-  finish(JSON.stringify({ cniVersion, code: 999, msg: `internal error: ${msg.slice(0, 200)}` }), 1)
+  finish(
+    JSON.stringify({
+      cniVersion: invocation.replyVersion(json),
+      code: 999,
+      msg: `internal error: ${msg.slice(0, 200)}`
+    }),
+    1
+  )
 }
 
 const runCniMode = async (): Promise<void> => {
@@ -99,7 +89,8 @@ const runCniMode = async (): Promise<void> => {
   process.on("uncaughtException", (e) => lastResort(stdin, e))
   process.on("unhandledRejection", (e) => lastResort(stdin, e))
   try {
-    stdin = await readStdin()
+    invocation = await import("../src/domain/cni/Invocation.ts")
+    stdin = await readStdin(invocation.MAX_STDIN_BYTES)
     const [{ Effect, Layer }, { runCni }, { loggingFor, stderrLogging }, live] = await Promise.all([
       import("effect"),
       import("../src/programs/dispatch.ts"),
@@ -144,102 +135,6 @@ const liveLayers = async () => {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Operator subcommands (stdout is theirs)
-
-const runInspect = async (argv: ReadonlyArray<string>): Promise<number> => {
-  const INSPECT_USAGE =
-    "usage: tenant-routing-wrapper inspect [--json] [--backend iptables|nftables] [--state-dir DIR]"
-  let values: { json?: boolean; backend?: string; "state-dir"?: string; help?: boolean }
-  try {
-    values = parseArgs({
-      args: [...argv],
-      options: {
-        json: { type: "boolean" },
-        backend: { type: "string" },
-        "state-dir": { type: "string" },
-        help: { type: "boolean", short: "h" }
-      },
-      strict: true,
-      allowPositionals: false
-    }).values
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n${INSPECT_USAGE}\n`)
-    return 2
-  }
-  if (values.help === true) {
-    process.stdout.write(`${INSPECT_USAGE}\n`)
-    return 0
-  }
-  const backend = values.backend
-  if (backend !== undefined && backend !== "iptables" && backend !== "nftables") {
-    process.stderr.write(`--backend must be iptables or nftables, got ${JSON.stringify(backend)}\n`)
-    return 2
-  }
-  const [{ Effect, Layer }, { inspect, formatInspect }, { DEFAULT_STATE_DIR }, { stderrLogging }, live] =
-    await Promise.all([
-      import("effect"),
-      import("../src/programs/inspect.ts"),
-      import("../src/domain/cni/Config.ts"),
-      import("../src/interpreters/live/Logging.ts"),
-      liveLayers()
-    ])
-  const exit = await Effect.runPromiseExit(
-    inspect(values["state-dir"] ?? DEFAULT_STATE_DIR, backend).pipe(
-      Effect.provide(Layer.mergeAll(live.NetfilterLive.layer(), live.AttachmentStoreFiles.layer)),
-      Effect.provide(stderrLogging)
-    )
-  )
-  if (exit._tag === "Failure") {
-    const { Cause } = await import("effect")
-    const error = Cause.squash(exit.cause)
-    process.stderr.write(
-      `inspect failed: ${error instanceof Error ? error.message || String(error) : String(error)}\n`
-    )
-    return 1
-  }
-  process.stdout.write(
-    values.json === true ? `${JSON.stringify(exit.value, null, 2)}\n` : `${formatInspect(exit.value)}\n`
-  )
-  return 0
-}
-
-const runSubcommand = async (argv: ReadonlyArray<string>): Promise<number> => {
-  const [sub, ...rest] = argv
-  switch (sub) {
-    case "node-setup": {
-      const { runNodeSetup } = await import("./nodeSetupCli.ts")
-      return runNodeSetup(rest)
-    }
-    case "install": {
-      const { runInstall } = await import("./installCli.ts")
-      return runInstall(rest)
-    }
-    case "inspect":
-      return runInspect(rest)
-    case "doctor": {
-      const { runDoctor } = await import("./doctorCli.ts")
-      return runDoctor(rest)
-    }
-    case "--version":
-    case "version":
-      process.stdout.write(`tenant-routing-wrapper ${version()}\n`)
-      return 0
-    case "--help":
-    case "-h":
-    case "help":
-      process.stdout.write(`${USAGE}\n`)
-      return 0
-    case undefined:
-      // Like the reference plugins run by hand: say what this is, on stderr, and fail.
-      process.stderr.write(`tenant-routing-wrapper ${version()}: CNI_COMMAND is not set\n${USAGE}\n`)
-      return 2
-    default:
-      process.stderr.write(`unknown subcommand ${JSON.stringify(sub)}\n${USAGE}\n`)
-      return 2
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 
 /** Runs the chosen mode; in a snapshot-based executable this is the deserialized main function. */
 const start = (): void => {
@@ -255,17 +150,20 @@ const start = (): void => {
     console.table = toStderr
     void runCniMode()
   } else {
-    runSubcommand(process.argv.slice(2)).then(
-      (code) => {
-        process.exitCode = code
-      },
-      (e: unknown) => {
-        process.stderr.write(
-          `tenant-routing-wrapper: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`
-        )
-        process.exitCode = 1
-      }
-    )
+    // Only here is the CLI loaded: a pod start never pays for it.
+    import("./cli.ts")
+      .then(({ runCli }) => runCli(process.argv.slice(2)))
+      .then(
+        (code) => {
+          process.exitCode = code
+        },
+        (e: unknown) => {
+          process.stderr.write(
+            `tenant-routing-wrapper: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`
+          )
+          process.exitCode = 1
+        }
+      )
   }
 }
 

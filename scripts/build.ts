@@ -311,7 +311,7 @@ const bundleK8sConfig = async () => {
   }
 }
 
-const bundle = async (version: string) => {
+const bundle = async (version: string, commit: string) => {
   await Promise.all([bundleK8s(), bundleK8sConfig()])
   const result = await build({
     plugins: [k8sFromAsset],
@@ -319,7 +319,7 @@ const bundle = async (version: string) => {
     outfile: workBundle,
     // Node builtins stay `require`s (platform node); everything else must be inside the bundle.
     ...BUNDLE,
-    define: { __TRW_VERSION__: JSON.stringify(version) },
+    define: { __TRW_VERSION__: JSON.stringify(version), __TRW_COMMIT__: JSON.stringify(commit) },
     metafile: true,
     // The from-source version lookup reads import.meta; it is dead code once __TRW_VERSION__ is set.
     logOverride: { "empty-import-meta": "silent" }
@@ -508,8 +508,11 @@ const main = async (): Promise<number> => {
   const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string })
     .version
 
-  log(`bundling bin/tenant-routing-wrapper.ts (version ${version}) ...`)
-  await bundle(version)
+  // The commit `tenant-routing-wrapper version` prints; a build outside a git checkout says so.
+  const git = spawnSync("git", ["rev-parse", "HEAD"], { cwd: root, encoding: "utf8" })
+  const commit = git.status === 0 ? git.stdout.trim() : "unknown"
+  log(`bundling bin/tenant-routing-wrapper.ts (version ${version}, commit ${commit}) ...`)
+  await bundle(version, commit)
   log(`  ${relative(root, bundlePath)}  ${mib(statSync(workBundle).size)}`)
 
   const built: Array<{ arch: Arch; file: string }> = []

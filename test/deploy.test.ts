@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, it } from "@effect/vitest"
 import { loadAllYaml } from "@kubernetes/client-node"
 import { Effect } from "effect"
 import { assert } from "vitest"
-import { runInstall } from "../bin/installCli.ts"
+import { runCli } from "../bin/cli.ts"
 import { decodeConfig } from "../src/domain/cni/Config.ts"
 import { renderConflist } from "../src/domain/install/Conflist.ts"
 import { decodeNodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
@@ -117,7 +117,7 @@ describe("install", () => {
     writeFileSync(join(dir, "template.json"), configMap().data["conflist.template"])
     writeFileSync(join(dir, "fake-binary"), "#!/bin/sh\n")
     const out: Array<string> = []
-    const io = { out: (l: string) => out.push(l), err: (l: string) => out.push(l) }
+    const io = { stdout: (l: string) => void out.push(l), stderr: (l: string) => void out.push(l) }
     const args = [
       "--node",
       "n1",
@@ -134,7 +134,7 @@ describe("install", () => {
       "--binary",
       join(dir, "fake-binary")
     ]
-    assert.strictEqual(await runInstall(args, io), 0, out.join("\n"))
+    assert.strictEqual(await runCli(["install", ...args], io), 0, out.join("\n"))
     const host = (p: string) => join(dir, "host", p)
     const conflist = JSON.parse(readFileSync(host("etc/cni/net.d/10-tenant-routing.conflist"), "utf8"))
     assert.deepStrictEqual(conflist.plugins[0].delegate.ipam.ranges, [
@@ -157,7 +157,54 @@ describe("install", () => {
     )
     assert.deepStrictEqual(annotations, { "tenant.routing/fwmark": "tenant-a" })
     out.length = 0
-    assert.strictEqual(await runInstall(args, io), 0)
+    assert.strictEqual(await runCli(["install", ...args], io), 0)
     assert.match(out.join("\n"), /0 files changed/)
+  })
+
+  it("says what is wrong in words: unknown node (exit 1), missing template, no node name (exit 2)", async () => {
+    await server.writeKubeconfig(join(dir, "admin2.conf"), { auth: "token", inlineCa: true })
+    writeFileSync(join(dir, "template2.json"), configMap().data["conflist.template"])
+    const run = async (args: ReadonlyArray<string>) => {
+      const out: Array<string> = []
+      const err: Array<string> = []
+      const code = await runCli(["install", ...args], {
+        stdout: (l) => void out.push(l),
+        stderr: (l) => void err.push(l),
+        environment: {}
+      })
+      return { code, out: out.join(""), err: err.join("") }
+    }
+    const base = ["--host-root", join(dir, "host2"), "--kubeconfig", join(dir, "admin2.conf")]
+    const unknown = await run(["--node", "ghost", "--template", join(dir, "template2.json"), ...base])
+    assert.deepStrictEqual(unknown, {
+      code: 1,
+      out: "",
+      err: "tenant-routing-wrapper install: node ghost does not exist in the cluster; pass --node NAME (default $NODE_NAME)\n"
+    })
+    const noTemplate = await run(["--node", "n1", "--template", join(dir, "absent.json"), ...base])
+    assert.strictEqual(noTemplate.code, 2)
+    assert.strictEqual(
+      noTemplate.err,
+      `tenant-routing-wrapper install: conflist template ${join(dir, "absent.json")} does not exist; pass --template FILE\n`
+    )
+    const noKubeconfig = await run([
+      "--node",
+      "n1",
+      "--template",
+      join(dir, "template2.json"),
+      "--kubeconfig",
+      join(dir, "nope.conf")
+    ])
+    assert.strictEqual(noKubeconfig.code, 1)
+    assert.include(
+      noKubeconfig.err,
+      `kubeconfig ${join(dir, "nope.conf")} does not exist; pass --kubeconfig FILE`
+    )
+    const noNode = await run(["--template", join(dir, "template2.json"), ...base])
+    assert.deepStrictEqual(noNode, {
+      code: 2,
+      out: "",
+      err: "tenant-routing-wrapper install: no node name: pass --node NAME or set NODE_NAME\n"
+    })
   })
 })

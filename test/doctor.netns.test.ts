@@ -1,7 +1,7 @@
 /**
  * `doctor` against the real kernel, inside a throwaway network namespace (`trw-doc-<random>`, deleted
  * in afterAll whatever happened): node-setup's program installs the rules and routes, then the real
- * CLI entry point (`runDoctor`) runs with every live interpreter pointed into the namespace and its
+ * CLI entry point (`runCli(["doctor", ...])`) runs with every live interpreter pointed into the namespace and its
  * paths (conflist, state directory, CNI binaries, cilium-dbg) in a temporary directory. The root
  * namespace's rules, routes and sysctls are never touched. Needs root, iproute2, iptables and nft.
  *
@@ -18,7 +18,7 @@ import { join } from "node:path"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Result } from "effect"
-import { type DoctorCliEnv, runDoctor } from "../bin/doctorCli.ts"
+import { type CliEnv, runCli } from "../bin/cli.ts"
 import { Netfilter } from "../src/domain/datapath/Netfilter.ts"
 import type { CheckResult } from "../src/domain/doctor/CheckResult.ts"
 import { decodeNodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
@@ -71,8 +71,8 @@ const applyNodeSetup = () => {
   )
 }
 
-const env = (out: Array<string>): DoctorCliEnv => ({
-  options: {
+const env = (out: Array<string>): CliEnv => ({
+  doctorOptions: {
     cniConfDir: paths.confDir,
     cniBinDir: paths.binDir,
     defaultTenantsFile: join(dir, "absent.json")
@@ -91,7 +91,7 @@ interface Run {
 
 const doctorJson = async (): Promise<Run> => {
   const out: Array<string> = []
-  const code = await runDoctor(["doctor", "--config", paths.tenants, "--json"], env(out))
+  const code = await runCli(["doctor", "--config", paths.tenants, "--json"], env(out))
   return { code, checks: (JSON.parse(out.join("")) as { checks: ReadonlyArray<CheckResult> }).checks }
 }
 const find = (run: Run, check: CheckResult["check"], subject: string) =>
@@ -146,7 +146,7 @@ describe.skipIf(!canRun)(`doctor in a throwaway network namespace (${ns})`, () =
     )
     assert.strictEqual(find(run, "rp-filter", "v0")?.status, "ok")
     const out: Array<string> = []
-    assert.strictEqual(await runDoctor(["--config", paths.tenants], env(out)), 0)
+    assert.strictEqual(await runCli(["doctor", "--config", paths.tenants], env(out)), 0)
     assert.include(out.join(""), "0 failures, 0 warnings")
   })
 

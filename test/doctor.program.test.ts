@@ -11,7 +11,7 @@ import { join } from "node:path"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Result } from "effect"
-import { runDoctor } from "../bin/doctorCli.ts"
+import { runCli } from "../bin/cli.ts"
 import { makeRecord } from "../src/domain/datapath/AttachmentRecord.ts"
 import { ownerTag } from "../src/domain/datapath/Owner.ts"
 import type { CheckResult } from "../src/domain/doctor/CheckResult.ts"
@@ -191,16 +191,81 @@ describe("doctor program on in-memory services", () => {
   })
 })
 
+describe("doctor reads the CNI conf dir as libcni does", () => {
+  const write = (node: Node, name: string, doc: unknown) =>
+    writeFileSync(join(node.root, "net.d", name), typeof doc === "string" ? doc : JSON.stringify(doc))
+  const single = (name: string) => ({
+    cniVersion: "1.0.0",
+    name,
+    type: "tenant-routing-wrapper",
+    stateDir: "/state"
+  })
+
+  it("a .conf holding a single plugin config is read as a list of one, with its own name", async () => {
+    const node = new Node("conf-only", undefined)
+    write(node, "10-tr.conf", single("from-conf"))
+    const report = await node.run()
+    assert.strictEqual(report.plugin?.conflist, join(node.root, "net.d", "10-tr.conf"))
+    assert.strictEqual(report.plugin?.network, "from-conf")
+  })
+
+  it("files are taken in name order across .conf, .conflist and .json: the first with our plugin wins", async () => {
+    const node = new Node("order", {})
+    write(node, "05-tr.json", single("from-json"))
+    write(node, "20-tr.conf", single("from-conf"))
+    const report = await node.run()
+    assert.strictEqual(report.plugin?.conflist, join(node.root, "net.d", "05-tr.json"))
+    assert.strictEqual(report.plugin?.network, "from-json")
+  })
+
+  it("a single config without a type, and files with other extensions, are skipped", async () => {
+    const node = new Node("skipped", {})
+    const { type: _type, ...untyped } = single("untyped")
+    write(node, "01-untyped.conf", untyped)
+    write(node, "02-tr.conflist.bak", single("backup"))
+    write(node, "03-tr.json.disabled", single("disabled"))
+    const report = await node.run()
+    assert.strictEqual(report.plugin?.conflist, join(node.root, "net.d", "10-tr.conflist"))
+    assert.strictEqual(report.plugin?.network, "net")
+  })
+})
+
+describe("doctor says file problems in words", () => {
+  it("a --config file that does not exist fails the config check with what to do", async () => {
+    const node = new Node("missing-config", {})
+    const missing = join(node.root, "nope.json")
+    const report = await node.run({ ...node.options(), tenantsFile: missing })
+    const config = find(report.results, "config")
+    assert.strictEqual(config?.status, "fail")
+    assert.strictEqual(
+      config?.reason,
+      `tenants file ${missing} does not exist; pass --config FILE or create it`
+    )
+  })
+
+  it("a --config that names a directory says so", async () => {
+    const node = new Node("dir-config", {})
+    const report = await node.run({ ...node.options(), tenantsFile: node.root })
+    assert.strictEqual(
+      find(report.results, "config")?.reason,
+      `tenants file ${node.root} is a directory, not a file`
+    )
+  })
+})
+
 describe("doctor CLI usage", () => {
   it("unknown arguments exit 2 with the usage; --help exits 0", async () => {
     const out: Array<string> = []
     assert.strictEqual(
-      await runDoctor(["--bogus"], { stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) }),
+      await runCli(["doctor", "--bogus"], {
+        stdout: (t) => void out.push(t),
+        stderr: (t) => void out.push(t)
+      }),
       2
     )
-    assert.include(out.join(""), "usage: tenant-routing-wrapper doctor")
-    assert.strictEqual(await runDoctor(["--help"], { stdout: () => {}, stderr: () => {} }), 0)
-    assert.strictEqual(await runDoctor(["--config"], { stdout: () => {}, stderr: () => {} }), 2)
+    assert.include(out.join(""), "tenant-routing-wrapper doctor: Unrecognized flag: --bogus")
+    assert.strictEqual(await runCli(["doctor", "--help"], { stdout: () => {}, stderr: () => {} }), 0)
+    assert.strictEqual(await runCli(["doctor", "--config"], { stdout: () => {}, stderr: () => {} }), 2)
   })
 })
 

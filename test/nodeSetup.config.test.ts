@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Result } from "effect"
-import { runNodeSetup } from "../bin/nodeSetupCli.ts"
+import { type CliEnv, runCli } from "../bin/cli.ts"
 import { canonicalIp } from "../src/domain/net/Ip.ts"
 import {
   type ConfigIssue,
@@ -19,6 +19,8 @@ import {
   formatIssues
 } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
+
+const runNodeSetup = (argv: ReadonlyArray<string>, env: CliEnv) => runCli(["node-setup", ...argv], env)
 
 const tenant = (overrides: Record<string, unknown> = {}) => ({
   mark: "0x10",
@@ -58,6 +60,16 @@ const invalid: ReadonlyArray<readonly [string, unknown, string]> = [
   ["table as a string", withTenant({ table: "100" }), "tenants.a.table"],
   ["priority 0", withTenant({ priority: 0 }), "tenants.a.priority"],
   ["priority 32767", withTenant({ priority: 32767 }), "tenants.a.priority"],
+  [
+    "priority 1 (the suppress rule would sit at 0, beside lookup local)",
+    withTenant({ priority: 1 }),
+    "tenants.a.priority"
+  ],
+  [
+    "two tenants with one priority",
+    { tenants: { a: tenant(), b: tenant({ mark: "0x20", table: 200 }) } },
+    "tenants.b.priority"
+  ],
   ["priority a float", withTenant({ priority: 10.5 }), "tenants.a.priority"],
   ["priority missing", { tenants: { a: { mark: "0x10", table: 100, gateways: [] } } }, "tenants.a.priority"],
   ["gateway not an address", withTenant({ gateways: ["192.0.2.2", "gw1"] }), "tenants.a.gateways[1]"],
@@ -108,6 +120,36 @@ describe("tenants file: invalid files name the field", () => {
     ])
   })
 
+  it("a bad tenant name is reported beside the same tenant's bad field and a clash between others", () => {
+    const issues = issuesOf({
+      tenants: {
+        Bad_Name: tenant({ table: 254, mark: "0x40" }),
+        b: tenant({ mark: "0x10", table: 200, priority: 1000 }),
+        c: tenant({ mark: "0x20", table: 300, priority: 1000 })
+      }
+    })
+    assert.deepStrictEqual(issues.map((i) => i.path).sort(), [
+      "tenants.Bad_Name",
+      "tenants.Bad_Name.table",
+      "tenants.c.priority"
+    ])
+    assert.include(formatIssues(issues), "tenants.c.priority: priority 1000 is also tenant b's")
+  })
+
+  it("a broken top level still lets every tenant be checked", () => {
+    const issues = issuesOf({ markMask: true, tenants: { a: tenant({ priority: 1 }) } })
+    assert.deepStrictEqual(issues.map((i) => i.path).sort(), ["markMask", "tenants.a.priority"])
+  })
+
+  it("priority 1 is refused with the reason, not a bare range", () => {
+    const [issue] = issuesOf(withTenant({ priority: 1 }))
+    assert.strictEqual(issue?.path, "tenants.a.priority")
+    assert.match(
+      issue?.message ?? "",
+      /suppress rule at priority 0, beside the kernel's `lookup local` rule; use 2 or more/
+    )
+  })
+
   it("text that is not JSON is refused as such", () => {
     const r = decodeNodeSetupConfigJson("{ tenants: ")
     assert.isTrue(Result.isFailure(r) && r.failure[0]!.message.startsWith("not valid JSON"))
@@ -141,10 +183,10 @@ describe("tenants file: valid files", () => {
     )
   })
 
-  it("accepts the edge values: priority 1 and 32766, tables 1 and 4294967295, mark 0xffff1fff", () => {
+  it("accepts the edge values: priority 2 and 32766, tables 1 and 4294967295, mark 0xffff1fff", () => {
     const issues = issuesOf({
       tenants: {
-        a: tenant({ priority: 1, table: 1, mark: "0xffff0000" }),
+        a: tenant({ priority: 2, table: 1, mark: "0xffff0000" }),
         b: tenant({ priority: 32766, table: 4294967295, mark: "0x1fff", gateways: [] })
       }
     })
@@ -188,12 +230,53 @@ describe("node-setup CLI: exit 2 for an unusable file", () => {
     }
   })
 
+  it("priority 1 and a shared priority exit 2 naming the fields, before any routing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "trw-node-setup-"))
+    try {
+      const file = join(dir, "tenants.json")
+      writeFileSync(
+        file,
+        JSON.stringify({
+          tenants: { a: tenant({ priority: 1 }), b: tenant({ mark: "0x20", table: 200, priority: 1 }) }
+        })
+      )
+      const r = await runCli(["--config", file, "--json"])
+      assert.strictEqual(r.code, 2)
+      assert.strictEqual(r.out, "")
+      assert.include(r.err, `tenant-routing-wrapper node-setup: invalid tenants file ${file}:\n`)
+      assert.include(r.err, "  tenants.a.priority: priority 1 would put")
+      assert.include(r.err, "  tenants.b.priority: priority 1 would put")
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("a missing or unreadable tenants file is said in words, with what to do", async () => {
+    const missing = await runCli(["--config", "/nonexistent/tenants.json"])
+    assert.strictEqual(missing.code, 2)
+    assert.strictEqual(
+      missing.err,
+      "tenant-routing-wrapper node-setup: tenants file /nonexistent/tenants.json does not exist; pass --config FILE or create it\n"
+    )
+    const dir = mkdtempSync(join(tmpdir(), "trw-node-setup-"))
+    try {
+      const asDir = await runCli(["--config", dir])
+      assert.strictEqual(asDir.code, 2)
+      assert.strictEqual(
+        asDir.err,
+        `tenant-routing-wrapper node-setup: tenants file ${dir} is a directory, not a file\n`
+      )
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it("a missing file, a missing --config value and an unknown flag exit 2", async () => {
     assert.strictEqual((await runCli(["--config", "/nonexistent/tenants.json"])).code, 2)
     assert.strictEqual((await runCli(["--config"])).code, 2)
     const unknown = await runCli(["--apply"])
     assert.strictEqual(unknown.code, 2)
-    assert.include(unknown.err, "usage:")
+    assert.include(unknown.err, "tenant-routing-wrapper node-setup --help")
   })
 })
 

@@ -15,11 +15,13 @@ import { join } from "node:path"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Result } from "effect"
-import { runNodeSetup } from "../bin/nodeSetupCli.ts"
+import { type CliEnv, runCli } from "../bin/cli.ts"
 import { decodeNodeSetupConfig, type NodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { type NodeSetupOptions, nodeSetup } from "../src/programs/nodeSetup.ts"
 import { missingOf, skipLive } from "./support/liveGate.ts"
+
+const runNodeSetup = (argv: ReadonlyArray<string>, env: CliEnv) => runCli(["node-setup", ...argv], env)
 
 const canRun = !skipLive(
   "node-setup in a throwaway network namespace",
@@ -206,7 +208,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
     assert.deepStrictEqual(final.routes, initial.routes)
   })
 
-  it("edge values through the CLI: priorities 1 and 32766, table 4294967295, IPv6 multipath, rt_tables", async () => {
+  it("edge values through the CLI: priorities 2 (suppress rule at 1) and 32766, table 4294967295, IPv6 multipath, rt_tables", async () => {
     const dir = mkdtempSync(join(tmpdir(), "trw-netns-"))
     try {
       const file = join(dir, "tenants.json")
@@ -216,7 +218,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
         JSON.stringify({
           markMask: "0x1fff",
           tenants: {
-            low: { mark: "0x1", table: 1, gateways: ["2001:db8::3", "2001:DB8::4"], priority: 1 },
+            low: { mark: "0x1", table: 1, gateways: ["2001:db8::3", "2001:DB8::4"], priority: 2 },
             high: {
               mark: "0x1000",
               table: 4294967295,
@@ -237,8 +239,8 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       }
       assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], env), 0, out.join(""))
       const rules4 = show("-4", "rule", "show")
-      assert.isTrue(has(rules4, { priority: 0, table: "main", suppress_prefixlen: 0 }))
-      assert.isTrue(has(rules4, { priority: 1, fwmark: "0x1", fwmask: "0x1fff", table: "1" }))
+      assert.isTrue(has(rules4, { priority: 1, table: "main", suppress_prefixlen: 0 }))
+      assert.isTrue(has(rules4, { priority: 2, fwmark: "0x1", fwmask: "0x1fff", table: "1" }))
       assert.isTrue(has(rules4, { priority: 32766, fwmark: "0x1000", fwmask: "0x1fff", table: "4294967295" }))
       assert.isTrue(
         has(show("-6", "route", "show", "table", "1"), {
@@ -253,6 +255,10 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       assert.include(readFileSync(rtTables, "utf8"), "4294967295\tedge-high\n")
       assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], env), 0)
       assert.match(out.at(-1)!, /^apply: 0 changes\n/)
+      // The kernel's own `lookup local` rule at 0 is not at any of our priorities, so it is never
+      // reported (its `lookup main` at 32766 is, being at tenant high's priority).
+      assert.notMatch(out.at(-1)!, /priority 0 /)
+      assert.notInclude(out.at(-1)!, "lookup local")
       assert.strictEqual(await runNodeSetup(["--config", file, "--remove", "--write-rt-tables"], env), 0)
       assert.match(out.at(-1)!, /^remove: 14 changes\n/)
       assert.deepStrictEqual(kernelState([1, 4294967295]), initial)

@@ -13,7 +13,7 @@ import * as NodePath from "@effect/platform-node/NodePath"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, type FileSystem, Layer, type Path, Result } from "effect"
 import * as fc from "fast-check"
-import { runNodeSetup } from "../bin/nodeSetupCli.ts"
+import { type CliEnv, runCli } from "../bin/cli.ts"
 import { and32, not32, RESERVED_BITS } from "../src/domain/net/Mark.ts"
 import {
   decodeNodeSetupConfig,
@@ -44,6 +44,8 @@ import {
 } from "../src/domain/node-setup/RoutingPlan.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 import { formatReport, type NodeSetupOptions, nodeSetup } from "../src/programs/nodeSetup.ts"
+
+const runNodeSetup = (argv: ReadonlyArray<string>, env: CliEnv) => runCli(["node-setup", ...argv], env)
 
 const decodeOk = (wire: unknown): NodeSetupConfig => {
   const r = decodeNodeSetupConfig(wire)
@@ -140,19 +142,19 @@ describe("node-setup plan (golden)", () => {
     assert.strictEqual(lines.length, 13)
   })
 
-  it("edge values: priority 1 puts the suppress rule at 0; tables 1 and 4294967295; IPv6 multipath", () => {
+  it("edge values: priority 2 puts the suppress rule at 1, above the kernel's local rule at 0; tables 1 and 4294967295; IPv6 multipath", () => {
     const config = decodeOk({
       markMask: "0x1fff",
       tenants: {
-        low: { mark: 1, table: 1, gateways: ["2001:DB8:0::2", "2001:db8::3"], priority: 1 },
+        low: { mark: 1, table: 1, gateways: ["2001:DB8:0::2", "2001:db8::3"], priority: 2 },
         high: { mark: "0x1000", table: 4294967295, gateways: [], priority: 32766 }
       }
     })
     const want = desired(config)
-    assert.deepStrictEqual(want.rules[0], { family: 4, priority: 0, table: 254, suppressPrefixlength: 0 })
+    assert.deepStrictEqual(want.rules[0], { family: 4, priority: 1, table: 254, suppressPrefixlength: 0 })
     assert.deepStrictEqual(
       want.rules.filter((r) => r.family === 6).map((r) => r.priority),
-      [0, 1, 32766]
+      [1, 2, 32766]
     )
     assert.deepStrictEqual(
       want.routes.map((r) => describeEntry({ _tag: "Route", route: r })),
@@ -235,7 +237,8 @@ const markArb = fc
 const tableArb = fc
   .oneof(fc.constantFrom(1, 4294967295, 100, 200, 252, 256), fc.integer({ min: 1, max: 0xffffffff }))
   .filter((t) => ![253, 254, 255].includes(t))
-const priorityArb = fc.oneof(fc.constantFrom(1, 2, 1000, 32765, 32766), fc.integer({ min: 1, max: 32766 }))
+/** Tenant priorities: 2 is the lowest a tenants file may use (1 would put the suppress rule at 0). */
+const priorityArb = fc.oneof(fc.constantFrom(2, 3, 1000, 32765, 32766), fc.integer({ min: 2, max: 32766 }))
 const usable = (ip: string) => gatewayProblem(ip) === undefined
 const gatewayArb = fc.oneof(fc.ipV4().filter(usable), fc.ipV6().filter(usable))
 
@@ -245,7 +248,7 @@ const configArb: fc.Arbitrary<NodeSetupConfig> = fc
     fc.record({
       marks: fc.uniqueArray(markArb, { minLength: n, maxLength: n }),
       tables: fc.uniqueArray(tableArb, { minLength: n, maxLength: n }),
-      priorities: fc.array(priorityArb, { minLength: n, maxLength: n }),
+      priorities: fc.uniqueArray(priorityArb, { minLength: n, maxLength: n }),
       gateways: fc.array(fc.uniqueArray(gatewayArb, { maxLength: 3 }), { minLength: n, maxLength: n }),
       markAsText: fc.array(fc.boolean(), { minLength: n, maxLength: n })
     })
@@ -504,10 +507,7 @@ describe("node-setup CLI on the memory kernel", () => {
       assert.match(out.at(-1)!, /^apply: 8 changes\n/)
       assert.include(out.at(-1)!, `${rtTables}: + 100\ttenant-a`)
       assert.include(readFileSync(rtTables, "utf8"), "254\tmain\n")
-      assert.strictEqual(
-        await runNodeSetup(["node-setup", "--config", file, "--write-rt-tables"], envShared),
-        0
-      )
+      assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], envShared), 0)
       assert.match(out.at(-1)!, /^apply: 0 changes\n/)
       assert.strictEqual(await runNodeSetup(["--config", file, "--remove", "--dry-run"], envShared), 0)
       assert.match(out.at(-1)!, /^remove \(dry run\): 7 changes planned\n/)

@@ -11,13 +11,13 @@
  * an ADD or DEL running at the same moment can show as a stale entry or record: run it again.
  */
 import { Effect, FileSystem, Path } from "effect"
-import type { Backend } from "../domain/cni/Config.ts"
+import { type Backend, DEFAULT_STATE_DIR } from "../domain/cni/Config.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { type CheckResult, exitCodeOf, summaryOf } from "../domain/doctor/CheckResult.ts"
 import { ciliumPresent } from "../domain/doctor/CiliumChecks.ts"
 import { diagnose } from "../domain/doctor/Diagnose.ts"
-import { loadConfig } from "../domain/doctor/DoctorConfig.ts"
+import { isCniConfFile, loadConfig } from "../domain/doctor/DoctorConfig.ts"
 import {
   type ApiFact,
   type DoctorFacts,
@@ -33,9 +33,11 @@ import { NodeFacts } from "../domain/doctor/NodeFacts.ts"
 import { ipv4GatewaysToProbe } from "../domain/doctor/ReversePathChecks.ts"
 import { tablesToRead } from "../domain/doctor/RoutingChecks.ts"
 import { formatMark } from "../domain/net/Mark.ts"
+import { DEFAULT_TENANTS_FILE } from "../domain/node-setup/NodeSetupConfig.ts"
 import { Routing } from "../domain/node-setup/Routing.ts"
 import { FAMILIES } from "../domain/node-setup/RoutingPlan.ts"
 import { AnnotationSource } from "../domain/tenancy/AnnotationSource.ts"
+import { describeFileError } from "./fileError.ts"
 
 export interface DoctorOptions {
   /** `--config`: a tenants file that must exist. */
@@ -52,7 +54,7 @@ export interface DoctorOptions {
 
 export const DEFAULT_DOCTOR_OPTIONS: DoctorOptions = {
   tenantsFile: undefined,
-  defaultTenantsFile: "/etc/tenant-routing/tenants.json",
+  defaultTenantsFile: DEFAULT_TENANTS_FILE,
   cniConfDir: "/etc/cni/net.d",
   cniBinDir: "/opt/cni/bin",
   probeNamespace: "default"
@@ -86,25 +88,28 @@ const messageOf = (e: unknown): string => {
 const fact = <A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<Fact<A>, never, R> =>
   read.pipe(Effect.catch((e) => Effect.succeed(unreadable(messageOf(e)))))
 
-/** The tenants file (explicit, or the default one when present) and every `*.conflist`. */
+/** The tenants file (explicit, or the default one when present) and every file libcni would load. */
 const readConfig = Effect.fnUntraced(function* (options: DoctorOptions) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const readText = (file: string) =>
+  const readText = (file: string, what: string, hint: string) =>
     fs.readFileString(file).pipe(
       Effect.map((text) => ({ path: file, text })),
-      Effect.catch((e) => Effect.succeed({ path: file, error: e.message }))
+      Effect.catch((e) => Effect.succeed({ path: file, error: describeFileError(e, what, file, hint) }))
     )
   const tenantsPath =
     options.tenantsFile ??
     ((yield* fs.exists(options.defaultTenantsFile).pipe(Effect.orElseSucceed(() => false)))
       ? options.defaultTenantsFile
       : undefined)
-  const tenantsFile = tenantsPath === undefined ? undefined : yield* readText(tenantsPath)
+  const tenantsFile =
+    tenantsPath === undefined
+      ? undefined
+      : yield* readText(tenantsPath, "tenants file", "pass --config FILE or create it")
   const names = yield* fs.readDirectory(options.cniConfDir).pipe(Effect.orElseSucceed(() => []))
   const conflists = yield* Effect.forEach(
-    names.filter((n) => n.endsWith(".conflist")).map((n) => path.join(options.cniConfDir, n)),
-    (file) => readText(file)
+    names.filter(isCniConfFile).map((n) => path.join(options.cniConfDir, n)),
+    (file) => readText(file, "CNI config", "")
   )
   return loadConfig({
     tenantsFile,
@@ -200,7 +205,7 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     [
       backend("iptables"),
       backend("nftables"),
-      fact(store.list(plugin?.stateDir ?? "/var/lib/cni/tenant-routing", undefined)),
+      fact(store.list(plugin?.stateDir ?? DEFAULT_STATE_DIR, undefined)),
       fact(readRp(ipv4GatewaysToProbe(source, rules, routes))),
       fact(node.netfilterInventory),
       Effect.all({

@@ -30,6 +30,7 @@ import {
   tableNamesOf,
   tablesOf
 } from "../domain/node-setup/RoutingPlan.ts"
+import { describeFileError } from "./fileError.ts"
 
 export type NodeSetupMode = "apply" | "remove"
 
@@ -85,9 +86,10 @@ const editRtTables = Effect.fnUntraced(
     }
     return result
   },
-  Effect.catchTag("PlatformError", (e) =>
-    Effect.fail(new RoutingError({ message: `rt_tables: ${e.message}` }))
-  )
+  (effect, path, _edit, write) =>
+    Effect.catchTag(effect, "PlatformError", (e) =>
+      Effect.fail(new RoutingError({ message: describeFileError(e, "rt_tables file", path, "", write) }))
+    )
 )
 
 export const nodeSetup = Effect.fn("nodeSetup")(function* (

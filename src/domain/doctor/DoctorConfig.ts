@@ -60,10 +60,39 @@ const settingsOf = (path: string, config: PluginConfig, others: ReadonlyArray<st
   otherPlugins: [...others, ...(config.delegate === undefined ? [] : [config.delegate.type])]
 })
 
+/** The files libcni loads from the CNI conf dir: these extensions only, in file-name order. */
+export const CNI_CONF_EXTENSIONS = [".conf", ".conflist", ".json"] as const
+
+export const isCniConfFile = (name: string): boolean => CNI_CONF_EXTENSIONS.some((ext) => name.endsWith(ext))
+
 /**
- * The first conflist, in file-name order as libcni loads them, whose plugins include ours; its entry
- * gets the list's `cniVersion` and `name`, as the runtime injects them. Unparsable files are skipped
- * (they are no conflist the runtime would use either).
+ * A file as libcni reads it, as a plugin list: a `.conflist` is one already; a `.conf` or `.json`
+ * holds a single plugin config (it must have a `type`), which libcni wraps into a list of one that
+ * takes the config's own `name` and `cniVersion`. Undefined when the runtime could not use it.
+ */
+const asPluginList = (
+  path: string,
+  json: unknown
+):
+  | {
+      readonly cniVersion: unknown
+      readonly name: unknown
+      readonly plugins: ReadonlyArray<Record<string, unknown>>
+    }
+  | undefined => {
+  if (!isRecord(json)) return undefined
+  if (path.endsWith(".conflist")) {
+    const plugins = Array.isArray(json.plugins) ? json.plugins.filter(isRecord) : []
+    return { cniVersion: json.cniVersion, name: json.name, plugins }
+  }
+  if (typeof json.type !== "string" || json.type === "") return undefined
+  return { cniVersion: json.cniVersion, name: json.name, plugins: [json] }
+}
+
+/**
+ * The first file, in file-name order as libcni loads them (`.conf`, `.conflist`, `.json`), whose
+ * plugins include ours; its entry gets the list's `cniVersion` and `name`, as the runtime injects
+ * them. Unparsable files are skipped (they are no config the runtime would use either).
  */
 export const pickConflist = (
   files: ReadonlyArray<{ readonly path: string; readonly text: string }>
@@ -71,12 +100,14 @@ export const pickConflist = (
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
   for (const file of sorted) {
     const parsed = Result.try({ try: () => JSON.parse(file.text) as unknown, catch: String })
-    if (Result.isFailure(parsed) || !isRecord(parsed.success)) continue
-    const list = parsed.success
-    const plugins = Array.isArray(list.plugins) ? list.plugins.filter(isRecord) : []
-    const entry = plugins.find((p) => p.type === PLUGIN_TYPE)
+    if (Result.isFailure(parsed)) continue
+    const list = asPluginList(file.path, parsed.success)
+    if (list === undefined) continue
+    const entry = list.plugins.find((p) => p.type === PLUGIN_TYPE)
     if (entry === undefined) continue
-    const others = plugins.filter((p) => p !== entry && typeof p.type === "string").map((p) => String(p.type))
+    const others = list.plugins
+      .filter((p) => p !== entry && typeof p.type === "string")
+      .map((p) => String(p.type))
     const decoded = decodeConfig({ ...entry, cniVersion: list.cniVersion, name: list.name })
     if ("error" in decoded)
       return { problem: `${file.path}: the plugin rejects its entry: ${decoded.error.msg}` }
@@ -92,7 +123,7 @@ export const pickConflist = (
 export const loadConfig = (input: {
   readonly tenantsFile:
     | { readonly path: string; readonly text: string }
-    | { readonly path: string; readonly error: string }
+    | { readonly path: string /** What is wrong, in words, naming the file. */; readonly error: string }
     | undefined
   readonly conflists: ReadonlyArray<{ readonly path: string; readonly text: string }>
 }): LoadedConfig => {
@@ -104,7 +135,8 @@ export const loadConfig = (input: {
   const file = input.tenantsFile
   if (file === undefined) return { source: fallback, plugin, problems }
   if ("error" in file) {
-    problems.push(`tenants file ${file.path}: ${file.error}`)
+    // `error` is a whole sentence naming the file (the program words it).
+    problems.push(file.error)
     return { source: fallback, plugin, problems }
   }
   const decoded = decodeNodeSetupConfigJson(file.text)

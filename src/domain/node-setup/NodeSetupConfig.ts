@@ -43,6 +43,12 @@ export const gatewayProblem = (text: string): string | undefined => {
 // ---------------------------------------------------------------------------------------------------
 // The wire shape. Cross-field rules live in `crossFieldIssues` below.
 
+/** Where node-setup and doctor read the tenants file when `--config` is not given. */
+export const DEFAULT_TENANTS_FILE = "/etc/tenant-routing/tenants.json"
+
+/** The lowest tenant priority: the suppress rule takes the one below it, and 0 is the kernel's. */
+export const MIN_PRIORITY = 2
+
 /** RFC 1123 label, as Kubernetes names are. */
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
 /** rt_tables names: not numeric (ip would read a number as a table id), no spaces or `#`. */
@@ -94,29 +100,33 @@ const TenantWire = Schema.Struct({
     description: "next hops of the tenant's default route; IPv4 and/or IPv6, several make it multipath"
   }),
   priority: Schema.Number.check(
-    Schema.makeFilter(
-      (n: number) =>
-        (Number.isInteger(n) && n >= 1 && n <= 32766) || `expected a rule priority in 1..32766, got ${n}`
-    )
-  ).annotate({ description: "priority of the tenant's fwmark rule" })
+    Schema.makeFilter((n: number) => {
+      if (!Number.isInteger(n) || n < MIN_PRIORITY - 1 || n > 32766)
+        return `expected a rule priority in ${MIN_PRIORITY}..32766, got ${n}`
+      // The suppress rule goes one below the lowest tenant priority (RoutingPlan.desired); at 0 it
+      // would sit beside the kernel's own `lookup local` rule, which every run would then report.
+      return (
+        n >= MIN_PRIORITY ||
+        `priority ${n} would put node-setup's suppress rule at priority ${n - 1}, beside the kernel's \`lookup local\` rule; use ${MIN_PRIORITY} or more`
+      )
+    })
+  ).annotate({ description: "priority of the tenant's fwmark rule (2..32766, one per tenant)" })
 })
 
-export const NodeSetupConfigWire = Schema.Struct({
+/**
+ * The top level. Tenants are decoded one by one (`decodeNodeSetupConfig`), so one tenant's bad field
+ * never hides another tenant's problem, a bad name, or a clash between the tenants that did decode.
+ */
+const FileWire = Schema.Struct({
   markMask: Schema.optionalKey(
     MarkWire.annotate({ description: "mark bits the tenants use (default: the union of their marks)" })
   ),
-  // Names are checked on the whole record, so a bad name is reported at its own path instead of as an
-  // "excess property" (what a key schema that refuses the key would report).
-  tenants: Schema.Record(Schema.String, TenantWire).check(
-    Schema.makeFilter((tenants: Readonly<Record<string, unknown>>) =>
-      Object.keys(tenants)
-        .filter((name) => !DNS_LABEL.test(name))
-        .map((name) => ({
-          path: [name],
-          issue: `tenant name ${JSON.stringify(name)} is not a DNS label (RFC 1123)`
-        }))
-    )
-  )
+  tenants: Schema.Record(Schema.String, Schema.Unknown)
+})
+
+export const NodeSetupConfigWire = Schema.Struct({
+  markMask: FileWire.fields.markMask,
+  tenants: Schema.Record(Schema.String, TenantWire)
 })
 export type NodeSetupConfigWire = typeof NodeSetupConfigWire.Encoded
 
@@ -170,6 +180,7 @@ const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Co
   const seen = {
     mark: new Map<number, string>(),
     table: new Map<number, string>(),
+    priority: new Map<number, string>(),
     name: new Map<string, string>()
   }
   for (const t of config.tenants) {
@@ -182,7 +193,7 @@ const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Co
         message: `mark ${formatMark(t.mark)} has bits outside markMask ${formatMark(config.markMask)}`
       })
     }
-    const clash = (kind: "mark" | "table", value: number, text: string) => {
+    const clash = (kind: "mark" | "table" | "priority", value: number, text: string) => {
       const other = seen[kind].get(value)
       if (other !== undefined)
         issues.push({ path: at(t, kind), message: `${kind} ${text} is also tenant ${other}'s` })
@@ -190,6 +201,7 @@ const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Co
     }
     clash("mark", t.mark, formatMark(t.mark))
     clash("table", t.table, String(t.table))
+    clash("priority", t.priority, String(t.priority))
     const otherName = seen.name.get(t.tableName)
     if (otherName !== undefined) {
       issues.push({
@@ -201,46 +213,71 @@ const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Co
   return issues
 }
 
-const toConfig = (wire: typeof NodeSetupConfigWire.Type): NodeSetupConfig => {
-  const tenants = Object.entries(wire.tenants)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(
-      ([name, t]): Tenant => ({
-        name,
-        mark: markValue(t.mark)!,
-        table: t.table,
-        tableName: t.tableName ?? name,
-        gateways: [...new Set(t.gateways.map(canonicalIp))],
-        priority: t.priority
-      })
-    )
-  const markMask =
-    wire.markMask === undefined ? tenants.reduce((m, t) => or32(m, t.mark), 0) : markValue(wire.markMask)!
-  return { markMask, tenants }
-}
+const toTenant = (name: string, t: typeof TenantWire.Type): Tenant => ({
+  name,
+  mark: markValue(t.mark)!,
+  table: t.table,
+  tableName: t.tableName ?? name,
+  gateways: [...new Set(t.gateways.map(canonicalIp))],
+  priority: t.priority
+})
 
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 
-/** Decode an already-parsed JSON value. */
+const DECODE_OPTIONS = { errors: "all", onExcessProperty: "error" } as const
+
+/** Schema issues as `ConfigIssue`s, their paths under `prefix`. */
+const schemaIssues = (issue: SchemaIssue.Issue, prefix: ReadonlyArray<string>): Array<ConfigIssue> =>
+  formatter(issue).issues.map((i) => ({
+    path: formatPath([...prefix, ...(i.path ?? [])]),
+    // Say it in the operator's terms: a misspelt key is the usual cause.
+    message: i.message === "Expected no excess property" ? "unknown field" : i.message
+  }))
+
+const byName = ([a]: readonly [string, unknown], [b]: readonly [string, unknown]) =>
+  a < b ? -1 : a > b ? 1 : 0
+
+/**
+ * Decode an already-parsed JSON value, reporting every problem at once: the top level, each tenant's
+ * name and fields, and the cross-field rules among the tenants that decoded (a tenant with a bad field
+ * takes no part in them, so its problem is not reported twice).
+ */
 export const decodeNodeSetupConfig = (
   input: unknown
 ): Result.Result<NodeSetupConfig, ReadonlyArray<ConfigIssue>> => {
-  const decoded = Schema.decodeUnknownResult(NodeSetupConfigWire)(input, {
-    errors: "all",
-    onExcessProperty: "error"
-  })
-  if (Result.isFailure(decoded)) {
-    return Result.fail(
-      formatter(decoded.failure.issue).issues.map((i) => ({
-        path: formatPath(i.path ?? []),
-        // Say it in the operator's terms: a misspelt key is the usual cause.
-        message: i.message === "Expected no excess property" ? "unknown field" : i.message
-      }))
-    )
+  const file = Schema.decodeUnknownResult(FileWire)(input, DECODE_OPTIONS)
+  if (Result.isFailure(file)) {
+    const issues = schemaIssues(file.failure.issue, [])
+    const tenants = (input as { tenants?: unknown } | null)?.tenants
+    // A broken top level (say, a misspelt markMask) still lets the tenants be checked.
+    if (typeof tenants !== "object" || tenants === null || Array.isArray(tenants)) return Result.fail(issues)
+    const rest = decodeNodeSetupConfig({ tenants })
+    return Result.fail([...issues, ...(Result.isFailure(rest) ? rest.failure : [])])
   }
-  const config = toConfig(decoded.success)
-  const issues = crossFieldIssues(config, decoded.success.markMask !== undefined)
-  return issues.length > 0 ? Result.fail(issues) : Result.succeed(config)
+  const issues: Array<ConfigIssue> = []
+  const tenants: Array<Tenant> = []
+  for (const [name, value] of Object.entries(file.success.tenants).sort(byName)) {
+    if (!DNS_LABEL.test(name))
+      issues.push({
+        path: formatPath(["tenants", name]),
+        message: `tenant name ${JSON.stringify(name)} is not a DNS label (RFC 1123)`
+      })
+    const tenant = Schema.decodeUnknownResult(TenantWire)(value, DECODE_OPTIONS)
+    if (Result.isFailure(tenant)) issues.push(...schemaIssues(tenant.failure.issue, ["tenants", name]))
+    else tenants.push(toTenant(name, tenant.success))
+  }
+  const markMask =
+    file.success.markMask === undefined
+      ? tenants.reduce((m, t) => or32(m, t.mark), 0)
+      : markValue(file.success.markMask)!
+  const config: NodeSetupConfig = { markMask, tenants }
+  const cross = crossFieldIssues(config, file.success.markMask !== undefined)
+  // "expected at least one tenant" only when the file really has none, not when all of them are bad.
+  const all = [
+    ...issues,
+    ...cross.filter((i) => i.path !== "tenants" || Object.keys(file.success.tenants).length === 0)
+  ]
+  return all.length > 0 ? Result.fail(all) : Result.succeed(config)
 }
 
 /** Decode the text of a tenants file. */

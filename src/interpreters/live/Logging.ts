@@ -17,12 +17,8 @@
 import { closeSync, fstatSync, mkdirSync, openSync, renameSync, statSync, writeSync } from "node:fs"
 import { dirname } from "node:path"
 import { Effect, Layer, Logger, type LogLevel, References } from "effect"
-
-export interface LogSettings {
-  readonly logFile: string | undefined
-  readonly logLevel: "debug" | "info" | "warn" | "error"
-  readonly logMaxBytes: number
-}
+// The settings come from the call's config; dispatch owns their shape (type-only: nothing loaded).
+import type { LogSettings } from "../../programs/dispatch.ts"
 
 const LEVELS: Record<LogSettings["logLevel"], LogLevel.LogLevel> = {
   debug: "Debug",
