@@ -4,6 +4,7 @@
  * `runCni` against them and to snapshot everything a law compares.
  */
 import { Effect, Layer, Logger } from "effect"
+import { TestClock } from "effect/testing"
 import { AnnotationsMemory, Cluster } from "../../src/interpreters/memory/AnnotationsMemory.ts"
 import { AttachmentStoreMemory, Records } from "../../src/interpreters/memory/AttachmentStoreMemory.ts"
 import { DelegateMemory, Leases } from "../../src/interpreters/memory/DelegateMemory.ts"
@@ -65,6 +66,27 @@ export class World {
 
   run(env: Readonly<Record<string, string | undefined>>, conf: unknown): Promise<CniOutput> {
     return Effect.runPromise(this.call(env, conf).pipe(Effect.provide(this.layer())))
+  }
+
+  /**
+   * `run` on virtual time: the clock moves only once the call has made no progress for many
+   * scheduler turns (every fiber of it waits on the clock), so a deadline (apiTimeout) fires exactly
+   * when a read never answers, never because the machine was slow. The memory services only ever
+   * wait by yielding (Faults.ts), far fewer turns than the driver gives them.
+   */
+  runOnVirtualTime(env: Readonly<Record<string, string | undefined>>, conf: unknown): Promise<CniOutput> {
+    const call = this.call(env, conf)
+    return Effect.runPromise(
+      Effect.gen(function* () {
+        const fiber = yield* Effect.forkChild(call)
+        for (;;) {
+          for (let i = 0; i < 200 && fiber.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+          const exit = fiber.pollUnsafe()
+          if (exit !== undefined) return yield* exit
+          yield* TestClock.adjust("1 second")
+        }
+      }).pipe(Effect.provide(this.layer()), Effect.provide(TestClock.layer()))
+    )
   }
 }
 
