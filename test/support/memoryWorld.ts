@@ -3,8 +3,9 @@
  * annotations and a fault plan, with helpers to run real CNI calls (env + stdin bytes) through
  * `runCni` against them and to snapshot everything a law compares.
  */
-import { Effect, Layer, Logger } from "effect"
+import { type Duration, Effect, Layer, Logger } from "effect"
 import { TestClock } from "effect/testing"
+import { NodeLock } from "../../src/domain/datapath/NodeLock.ts"
 import { AnnotationsMemory, Cluster } from "../../src/interpreters/memory/AnnotationsMemory.ts"
 import { AttachmentStoreMemory, Records } from "../../src/interpreters/memory/AttachmentStoreMemory.ts"
 import { DelegateMemory, Leases } from "../../src/interpreters/memory/DelegateMemory.ts"
@@ -18,6 +19,8 @@ export const silent = () => Logger.layer([])
 export interface WorldOptions {
   readonly poolSize?: number
   readonly dualStack?: boolean
+  /** How long a call waits for the node lock before giving up with 11 (default 30 s). */
+  readonly lockTimeout?: Duration.Input
 }
 
 export class World {
@@ -26,11 +29,15 @@ export class World {
   readonly leases: Leases
   readonly cluster = new Cluster()
   readonly faults = new FaultPlan()
-  private lock = Layer.fresh(NodeLockMemory.layer)
+  /** The node's one lock, shared by every call run in this world (concurrent ones included). */
+  readonly lock: NodeLock["Service"]
   private built: Layer.Layer<CniServices> | undefined
 
   constructor(options: WorldOptions = {}) {
     this.leases = new Leases(options.poolSize ?? 16, options.dualStack ?? false)
+    this.lock = NodeLockMemory.makeUnsafe(
+      options.lockTimeout === undefined ? {} : { timeout: options.lockTimeout }
+    )
   }
 
   layer(): Layer.Layer<CniServices> {
@@ -39,7 +46,7 @@ export class World {
       AttachmentStoreMemory.layer(this.records, this.faults),
       DelegateMemory.layer(this.leases, this.faults),
       AnnotationsMemory.layer(this.cluster, this.faults),
-      this.lock
+      Layer.succeed(NodeLock, this.lock)
     )
     return this.built
   }

@@ -36,7 +36,12 @@ export const NetfilterMemory = {
               "netfilter.list",
               () => new NetfilterFailed({ msg: `${b}: listing failed (injected)`, removal: true })
             )
-            .pipe(Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : [])))),
+            .pipe(
+              Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : []))),
+              // A real listing takes time: other calls run between reading and acting on it, so a
+              // read-then-change outside the node lock shows as lost or duplicate entries.
+              Effect.tap(() => Effect.yieldNow)
+            ),
         apply: (b, changes) =>
           faults
             .hit(
