@@ -7,6 +7,7 @@ import { Effect, Layer } from "effect"
 import type { Backend } from "../../domain/cni/Config.ts"
 import { NetfilterFailed } from "../../domain/cni/Errors.ts"
 import { byFamily, type MarkEntry, sameEntry } from "../../domain/datapath/Entries.ts"
+import { invalidChange } from "../../domain/datapath/EntryValidity.ts"
 import { Netfilter } from "../../domain/datapath/Netfilter.ts"
 import { canonicalIp } from "../../domain/net/Ip.ts"
 import type { FaultPlan } from "./Faults.ts"
@@ -55,6 +56,16 @@ export const NetfilterMemory = {
             .pipe(
               Effect.andThen(
                 Effect.suspend(() => {
+                  // The live backends' refusal, before anything changes (EntryValidity.ts).
+                  const why = invalidChange(changes)
+                  if (why !== undefined) {
+                    return Effect.fail(
+                      new NetfilterFailed({
+                        msg: `${b}: invalid entry (${why})`,
+                        removal: changes.add.length === 0
+                      })
+                    )
+                  }
                   if (!kernel.usable[b]) {
                     return Effect.fail(
                       new NetfilterFailed({ msg: `${b} is not usable`, removal: changes.add.length === 0 })
