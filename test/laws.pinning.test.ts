@@ -29,6 +29,8 @@ const scenarioArb = tenantsArb.chain((tenants) => {
   const value = fc.oneof(fc.constantFrom(...tenants).chain(spellingArb), hostileValueArb)
   return fc.record({
     tenants: fc.constant(tenants),
+    // Each tenant's mark written as a string or a JSON number.
+    numbers: fc.array(fc.boolean(), { minLength: tenants.length, maxLength: tenants.length }),
     nsTenant: fc.option(value, { nil: undefined }),
     nsAllowed: fc.option(
       fc.array(value, { minLength: 1, maxLength: 3 }).map((vs) => vs.join(",")),
@@ -118,7 +120,7 @@ describe("namespace pinning", () => {
           faultOf("api.namespaces", s.nsRead, s.nsYields)
         ]
         const conf = originalConf({
-          tenants: tenantsConf(s.tenants),
+          tenants: tenantsConf(s.tenants, s.numbers),
           pinning: s.pinning,
           failurePolicy: s.failurePolicy,
           apiTimeout: "100ms",
