@@ -395,19 +395,16 @@ describe("AnnotationsKubernetes: deadlines", () => {
       const r = yield* connect(kubeconfigFor(server, { server: `https://127.0.0.1:${proxy.port}` })).pipe(
         Effect.orDie
       )
-      const start = Date.now()
       const outcome = yield* withFault(
         { kind: "delay", ms: 30_000 },
         r.pod("ns1", "p1").pipe(Effect.timeout("300 millis"), Effect.flip)
       )
-      const elapsed = Date.now() - start
       assert.strictEqual(outcome._tag, "TimeoutError")
-      assert.isBelow(elapsed, 2000)
-      // The client closed its connection promptly (undici destroys the socket of an aborted request).
-      const deadline = Date.now() + 2000
-      while (proxy.closedAt.length === 0 && Date.now() < deadline) yield* Effect.sleep("10 millis")
+      // The client closes its connection (undici destroys the socket of an aborted request); had the
+      // abort not reached it, the connection would stay open for the 30 s delay and the test's own
+      // timeout would end this wait.
+      while (proxy.closedAt.length === 0) yield* Effect.sleep("10 millis")
       assert.strictEqual(proxy.closedAt.length, 1)
-      assert.isBelow(proxy.closedAt[0]! - start, 2000)
       // The reader is still usable afterwards.
       assert.deepStrictEqual(yield* r.pod("ns1", "p1"), { [fwmark]: "tenant-a" })
     })

@@ -203,13 +203,10 @@ describe("DelegateExec", () => {
 
   it.live("timeout kills the whole process group, grandchild included", () =>
     Effect.gen(function* () {
-      const started = Date.now()
       failedWith(
         yield* failure(call("sleeper", { timeoutMs: 700 })),
         /delegate sleeper ADD timed out after 700ms/
       )
-      const elapsed = Date.now() - started
-      assert.isBelow(elapsed, 3000)
       const grandchild = Number(readFileSync(join(dir, "grandchild.pid"), "utf8").trim())
       assert.isAbove(grandchild, 1)
       assert.isFalse(isRunning(grandchild), `grandchild ${grandchild} still runs`)

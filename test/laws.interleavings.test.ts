@@ -3,10 +3,9 @@
  * backend switches and IP reuse from a small pool (issue 2, laws 3 and 6).
  */
 import { describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
 import * as fc from "fast-check"
 import { assert } from "vitest"
-import { ownerTag } from "../src/domain/datapath/Owner.ts"
 import { cniEnv, parse, World } from "./support/memoryWorld.ts"
 
 const KEY = "tenant.routing/fwmark"
@@ -119,7 +118,8 @@ const checkInvariants = (w: World, live: Map<string, Live>) => {
   const expected = new Set<string>()
   for (const [key, l] of live) {
     const [network, containerId, ifname] = key.split("/") as [string, string, string]
-    const tag = ownerTag({ network, containerId, ifname })
+    // docs/DESIGN.md §4: short plain names make the owner tag `<network>/<containerId>/<ifname>`.
+    const tag = `${network}/${containerId}/${ifname}`
     for (const ip of l.ips) {
       const on = all.filter((e) => e.ip === ip)
       if (l.mark === null) assert.deepStrictEqual(on, [], `untagged ${key} has entries`)
@@ -135,7 +135,96 @@ const checkInvariants = (w: World, live: Map<string, Live>) => {
   assert.strictEqual(w.records.byPath.size, live.size, "one record per live attachment")
 }
 
+// --- concurrent ADDs whose IPs collide ------------------------------------------------------------
+
+const POOL_IPS = ["10.9.0.1", "10.9.0.2", "fd00:9::1"] as const
+const claimArb = fc.record({
+  ips: fc.subarray([...POOL_IPS], { minLength: 1 }),
+  tenant: fc.constantFrom("tenant-a", "tenant-b", undefined)
+})
+
+type Claim = typeof claimArb extends fc.Arbitrary<infer T> ? T : never
+
+const permutations = <T>(xs: ReadonlyArray<T>): Array<Array<T>> =>
+  xs.length <= 1
+    ? [[...xs]]
+    : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]))
+
+/**
+ * The entries a node ends with when the ADDs run one after another in `order`: per IP, the last
+ * claimant's entry if it is tenant-routed, none if it is not (ADD removes other owners' entries on
+ * its IPs, docs/DESIGN.md §4).
+ */
+const serialOutcome = (claims: ReadonlyArray<Claim>, order: ReadonlyArray<number>): Array<string> => {
+  const byIp = new Map<string, string | undefined>()
+  for (const i of order) {
+    const c = claims[i]!
+    for (const ip of c.ips)
+      byIp.set(ip, c.tenant === undefined ? undefined : `${ip}|net-a/c${i}/eth0|${MARKS[c.tenant]}`)
+  }
+  return [...byIp.values()].filter((e): e is string => e !== undefined).sort()
+}
+
 describe("interleaving laws", () => {
+  it("concurrent ADDs whose IPs collide (an IP reused while another owner's entry is on it) end as some serial order of them would: one entry per IP, never two", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(claimArb, { minLength: 2, maxLength: 4 }), async (claims) => {
+        const w = new World()
+        const chained = (c: Claim) => ({
+          cniVersion: "1.0.0",
+          name: "net-a",
+          type: "tenant-routing-wrapper",
+          backend: "nftables",
+          prevResult: {
+            cniVersion: "1.0.0",
+            interfaces: [{ name: "eth0", sandbox: "/var/run/netns/x" }],
+            ips: c.ips.map((ip) => ({ address: ip.includes(":") ? `${ip}/64` : `${ip}/24`, interface: 0 }))
+          },
+          runtimeConfig: {
+            "io.kubernetes.cri.pod-annotations": c.tenant === undefined ? {} : { [KEY]: c.tenant }
+          }
+        })
+        const outs = await Promise.all(
+          claims.map((c, i) => w.run(cniEnv("ADD", { containerId: `c${i}` }), chained(c)))
+        )
+        for (const out of outs) assert.strictEqual(out.exitCode, 0, out.stdout)
+        const actual = w.kernel.entries.nftables.map((e) => `${e.ip}|${e.owner}|${e.mark}`).sort()
+        const perIp = new Map<string, number>()
+        for (const e of w.kernel.entries.nftables) perIp.set(e.ip, (perIp.get(e.ip) ?? 0) + 1)
+        for (const [ip, n] of perIp) assert.strictEqual(n, 1, `${ip} carries ${n} entries`)
+        const serial = permutations(claims.map((_, i) => i)).map((o) => serialOutcome(claims, o))
+        assert.isTrue(
+          serial.some((expected) => JSON.stringify(expected) === JSON.stringify(actual)),
+          `no serial order of the ADDs gives ${JSON.stringify(actual)}`
+        )
+      }),
+      { numRuns: 200 }
+    )
+  })
+
+  it("an ADD that cannot take the node lock in time ends with 11 (try again later) and undoes its delegate", async () => {
+    const w = new World({ lockTimeout: "5 seconds" })
+    const held = Effect.runFork(w.lock.withLock(Effect.never))
+    try {
+      const out = await w.runOnVirtualTime(
+        cniEnv("ADD", { containerId: "c1" }),
+        conf({
+          verb: "ADD",
+          network: "net-a",
+          containerId: "c1",
+          ifname: "eth0",
+          tenant: "tenant-a",
+          backend: "nftables",
+          keep: []
+        })
+      )
+      assert.strictEqual((parse(out) as { code: number }).code, 11, out.stdout)
+      assert.deepStrictEqual(w.snapshot(), new World().snapshot())
+    } finally {
+      await Effect.runPromise(Fiber.interrupt(held))
+    }
+  })
+
   it("any interleaving of ADD/DEL/CHECK/GC leaves exactly one entry per tenant-routed IP, none stale, GC never touches another network", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { maxLength: 40 }), fc.boolean(), async (ops, dualStack) => {

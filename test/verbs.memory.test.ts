@@ -188,10 +188,20 @@ describe("backends", () => {
     assert.deepStrictEqual(w.snapshot(), new World().snapshot())
   })
 
-  it("auto picks nftables when usable and iptables otherwise", async () => {
-    const w = new World()
-    w.kernel.usable.nftables = false
-    await added(w)
-    assert.strictEqual(w.kernel.entries.iptables.length, 1)
-  })
+  for (const nftablesUsable of [true, false]) {
+    it(`auto picks ${nftablesUsable ? "nftables when it is usable" : "iptables when nftables is not usable"}`, async () => {
+      const w = new World()
+      w.kernel.usable.nftables = nftablesUsable
+      await added(w, originalConf({ backend: "auto" }))
+      const [picked, other] = nftablesUsable
+        ? (["nftables", "iptables"] as const)
+        : (["iptables", "nftables"] as const)
+      assert.deepStrictEqual(
+        w.kernel.entries[picked].map((e) => e.mark),
+        [0x10]
+      )
+      assert.deepStrictEqual(w.kernel.entries[other], [])
+      assert.strictEqual(w.records.snapshot()[0]?.[1].backend, picked)
+    })
+  }
 })

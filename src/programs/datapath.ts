@@ -5,7 +5,7 @@
  */
 import { Effect } from "effect"
 import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
-import type { NetfilterFailed, StateFailed } from "../domain/cni/Errors.ts"
+import type { NetfilterFailed, StateFailed, TryAgainLater } from "../domain/cni/Errors.ts"
 import { makeRecord } from "../domain/datapath/AttachmentRecord.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import type { BackendEntries } from "../domain/datapath/Check.ts"
@@ -89,7 +89,7 @@ export const attach = (
   untaggedOnInstallFailure: boolean
 ): Effect.Effect<
   { readonly tenant: Tenant | null; readonly backend: Backend },
-  NetfilterFailed | StateFailed,
+  NetfilterFailed | StateFailed | TryAgainLater,
   Netfilter | NodeLock | AttachmentStore
 > =>
   Effect.gen(function* () {

@@ -4,14 +4,15 @@
  * except a 403 under `pinning: best-effort`, which means "no pinning" with a warning, and any failure
  * under `pinning: strict`, which is NamespaceUnreadable (never covered by failurePolicy open).
  */
-import { Effect } from "effect"
-import { NamespaceUnreadable, TryAgainLater } from "../domain/cni/Errors.ts"
+import { Effect, Result } from "effect"
+import { NamespaceUnreadable, type TenantRejected, TryAgainLater } from "../domain/cni/Errors.ts"
 import {
   type AnnotationReader,
   AnnotationSource,
   type Annotations
 } from "../domain/tenancy/AnnotationSource.ts"
 import { resolveTenant } from "../domain/tenancy/Resolution.ts"
+import type { Tenant } from "../domain/tenancy/Tenant.ts"
 import type { Call } from "./Call.ts"
 
 /** Loads the kubeconfig, if one is configured; done before the delegate runs (docs/DESIGN.md §2). */
@@ -81,17 +82,37 @@ const readNamespace = (
   )
 }
 
-/** The pod's tenant (null: not tenant-routed), reading pod and namespace concurrently. */
-export const resolveForCall = (call: Call, reader: AnnotationReader | undefined) =>
-  Effect.all([readPod(call, reader), readNamespace(call, reader)], { concurrency: 2 }).pipe(
-    Effect.flatMap(([pod, namespace]) => {
-      const r = resolveTenant({
-        tenants: call.config.tenants,
-        annotationKey: call.config.annotationKey,
-        pod,
-        namespace,
-        namespaceName: call.env.podNamespace
-      })
-      return "error" in r ? Effect.fail(r.error) : Effect.succeed(r.tenant)
-    })
+/**
+ * The pod's tenant (null: not tenant-routed), reading pod and namespace concurrently. Both reads are
+ * always waited for: under `pinning: strict` an unreadable namespace must end the ADD with
+ * NamespaceUnreadable even when the pod read failed first, since a pod-read TryAgainLater is one
+ * failurePolicy open lets through untagged (issue 9). The wait is bounded by apiTimeout, and the
+ * delegate runs meanwhile.
+ */
+export const resolveForCall = (
+  call: Call,
+  reader: AnnotationReader | undefined
+): Effect.Effect<Tenant | null, TryAgainLater | NamespaceUnreadable | TenantRejected> =>
+  Effect.all([Effect.result(readPod(call, reader)), Effect.result(readNamespace(call, reader))], {
+    concurrency: 2
+  }).pipe(
+    Effect.flatMap(
+      ([pod, namespace]): Effect.Effect<
+        Tenant | null,
+        TryAgainLater | NamespaceUnreadable | TenantRejected
+      > => {
+        if (Result.isFailure(namespace) && namespace.failure._tag === "NamespaceUnreadable")
+          return Effect.fail(namespace.failure)
+        if (Result.isFailure(pod)) return Effect.fail(pod.failure)
+        if (Result.isFailure(namespace)) return Effect.fail(namespace.failure)
+        const r = resolveTenant({
+          tenants: call.config.tenants,
+          annotationKey: call.config.annotationKey,
+          pod: pod.success,
+          namespace: namespace.success,
+          namespaceName: call.env.podNamespace
+        })
+        return "error" in r ? Effect.fail(r.error) : Effect.succeed(r.tenant)
+      }
+    )
   )

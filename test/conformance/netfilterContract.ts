@@ -8,13 +8,14 @@
  * - apply is "remove if present, add if absent": removing an absent entry succeeds, adding a
  *   present one keeps one copy;
  * - entries are listed with canonical IPs (`canonicalIp`), whatever text they were added with;
- * - an IP may carry entries of several owners under different marks.
+ * - an IP may carry entries of several owners under different marks;
+ * - a change holding an entry EntryValidity.ts rejects is refused whole, in every interpreter.
  * Not covered (backend-specific, see NetfilterNftables.ts): one IP under two owners with the SAME
  * mark (nft keeps one element per IP and mark), and one mark under two masks (nft keeps one rule
  * per mark).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, type Layer } from "effect"
+import { Effect, type Layer, Result } from "effect"
 import * as fc from "fast-check"
 import type { Backend } from "../../src/domain/cni/Config.ts"
 import type { NetfilterFailed } from "../../src/domain/cni/Errors.ts"
@@ -38,6 +39,7 @@ export type NetfilterLaw =
   | "many-entries"
   | "backends-separate"
   | "model"
+  | "refuses-invalid"
 
 export interface NetfilterContractOptions {
   /** The backends to run the laws on (default both). */
@@ -257,6 +259,42 @@ export const netfilterContract = (
             yield* nf.apply(backend, remove(...edges))
             assertEntries(yield* nf.list(backend), [])
           })
+        )
+
+        law(
+          "refuses-invalid",
+          "a change holding any invalid entry is refused whole: negative or oversized mask (a signed `|`), mark outside its mask or 0, wrong family, foreign owner text",
+          (nf) =>
+            Effect.gen(function* () {
+              const present = entry("10.0.4.1", 4, 0x10, A)
+              yield* nf.apply(backend, add(present))
+              const valid = entry("10.0.4.2", 4, 0x20, B)
+              const invalid: ReadonlyArray<MarkEntry> = [
+                // 0x80000000 | 0x10 with JS's signed `|`: the mask of a tenant at the high bit.
+                entry("10.0.4.3", 4, 0x10, A, 0x80000000 | 0x10),
+                entry("10.0.4.3", 4, 0x10, A, -1),
+                entry("10.0.4.3", 4, 0x10, A, 0x1_0000_0030),
+                entry("10.0.4.3", 4, 0x10, A, 48.5),
+                entry("10.0.4.3", 4, 0x40, A, 0x30),
+                entry("10.0.4.3", 4, 0, A, 0x30),
+                entry("10.0.4.3", 4, 0x1_0000_0010, A, 0xffffffff),
+                entry("10.0.4.3", 6, 0x10, A),
+                entry("fd00::3", 4, 0x10, A),
+                entry("10.0.4.3", 4, 0x10, 'x" ; flush ruleset ; "'),
+                entry("10.0.4.3", 4, 0x10, "a".repeat(121))
+              ]
+              for (const bad of invalid) {
+                for (const change of [add(valid, bad), remove(present, bad)]) {
+                  const refused = yield* Effect.result(nf.apply(backend, change))
+                  if (!Result.isFailure(refused)) assert.fail(`applied ${JSON.stringify(bad)}`)
+                  else {
+                    assert.strictEqual(refused.failure._tag, "NetfilterFailed")
+                    assert.strictEqual(refused.failure.removal, change.add.length === 0)
+                  }
+                  assertEntries(yield* nf.list(backend), [present])
+                }
+              }
+            })
         )
 
         law("owner-shapes", "owner tags of every shape round-trip: plain, hashed, longest", (nf) =>

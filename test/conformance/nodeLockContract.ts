@@ -6,11 +6,14 @@
  * The laws use real time (`it.live`): the live lock polls with real sleeps, and overlap is only
  * observable while a section actually waits. "Free" is checked by taking the lock again under a short
  * deadline, far below the live lock's own wait timeout, so a lock left held fails the law quickly.
- * Not covered (live-only, see test/nodeLock.live.test.ts): other processes, SIGKILL, the wait timeout.
+ * A waiter that outlives the lock's timeout gives up with TryAgainLater (code 11: the runtime retries
+ * the call), in both interpreters. Not covered (live-only, see test/nodeLock.live.test.ts): other
+ * processes, SIGKILL.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, type Layer } from "effect"
+import { type Duration, Effect, Exit, Fiber, type Layer } from "effect"
 import * as fc from "fast-check"
+import { TryAgainLater } from "../../src/domain/cni/Errors.ts"
 import { NodeLock } from "../../src/domain/datapath/NodeLock.ts"
 
 export type NodeLockLaw =
@@ -20,6 +23,7 @@ export type NodeLockLaw =
   | "interrupt-releases"
   | "waiter-interruptible"
   | "pass-through"
+  | "timeout-try-again"
 
 export interface NodeLockContractOptions {
   /** Runs of the property laws (live: each run costs real sleeps). */
@@ -41,17 +45,25 @@ const assertFree = (lock: NodeLock["Service"]) =>
     assert.isTrue(Exit.isSuccess(exit), "the lock was released")
   })
 
+/** What a law may ask of the interpreter: how long a waiter waits before giving up. */
+export interface NodeLockLayerOptions {
+  readonly timeout?: Duration.Input
+}
+
 export const nodeLockContract = (
   name: string,
-  makeLayer: () => Layer.Layer<NodeLock>,
+  makeLayer: (options: NodeLockLayerOptions) => Layer.Layer<NodeLock>,
   opts: NodeLockContractOptions = {}
 ) =>
   describe(`NodeLock contract: ${name}`, () => {
     const runs = opts.propertyRuns ?? 25
-    const withLock = <A, E>(f: (lock: NodeLock["Service"]) => Effect.Effect<A, E>) =>
+    const withLock = <A, E>(
+      f: (lock: NodeLock["Service"]) => Effect.Effect<A, E>,
+      options: NodeLockLayerOptions = {}
+    ) =>
       Effect.gen(function* () {
         return yield* f(yield* NodeLock)
-      }).pipe(Effect.provide(makeLayer()))
+      }).pipe(Effect.provide(makeLayer(options)))
     const law = (
       title: string,
       id: NodeLockLaw,
@@ -156,6 +168,44 @@ export const nodeLockContract = (
         })
     )
 
+    it.live(
+      "a wait that outlives the timeout fails with 11 (try again later), never 101, and the holder keeps the lock [timeout-try-again]",
+      () =>
+        withLock(
+          (lock) =>
+            Effect.gen(function* () {
+              let release!: () => void
+              const held = new Promise<void>((r) => {
+                release = r
+              })
+              let waiterRan = false
+              const holder = yield* Effect.forkChild(
+                lock.withLock(
+                  Effect.as(
+                    Effect.promise(() => held),
+                    "holder done"
+                  )
+                )
+              )
+              yield* Effect.sleep("20 millis")
+              const refused = yield* Effect.flip(
+                lock.withLock(
+                  Effect.sync(() => {
+                    waiterRan = true
+                  })
+                )
+              )
+              assert.instanceOf(refused, TryAgainLater)
+              assert.strictEqual((refused as TryAgainLater).code, 11)
+              assert.isFalse(waiterRan, "a waiter that gave up never runs")
+              release()
+              assert.strictEqual(yield* Fiber.join(holder), "holder done")
+              yield* assertFree(lock)
+            }),
+          { timeout: "100 millis" }
+        )
+    )
+
     it.live("results and errors pass through unchanged [pass-through]", () =>
       Effect.promise(() =>
         fc.assert(
@@ -170,7 +220,8 @@ export const nodeLockContract = (
                   Effect.gen(function* () {
                     if ("ok" in outcome) {
                       const got = yield* lock.withLock(Effect.succeed(outcome.ok))
-                      assert.strictEqual(got, outcome.ok)
+                      // The very value (SameValue: NaN is NaN, -0 stays -0, objects by identity).
+                      assert.isTrue(Object.is(got, outcome.ok), "the section's result passes through")
                     } else {
                       const err = yield* Effect.flip(lock.withLock(Effect.fail(new Boom(outcome.err))))
                       assert.instanceOf(err, Boom)

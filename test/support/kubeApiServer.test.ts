@@ -220,13 +220,11 @@ describe("kubeApiServer with @kubernetes/client-node", () => {
     const api = client(server)
     server.setFault({ kind: "delay", ms: 5000 })
     try {
-      const start = Date.now()
       const timedOut = await rejection(
         api.readNamespace({ name: "ns1" }, withSignal(AbortSignal.timeout(200)))
       )
       assert.instanceOf(timedOut, DOMException)
       assert.strictEqual((timedOut as DOMException).name, "TimeoutError")
-      assert.isBelow(Date.now() - start, 2000)
       const controller = new AbortController()
       setTimeout(() => controller.abort(), 50)
       const aborted = await rejection(api.readNamespace({ name: "ns1" }, withSignal(controller.signal)))
@@ -254,9 +252,8 @@ describe("kubeApiServer with @kubernetes/client-node", () => {
     s.setFault({ kind: "delay", ms: 30_000 })
     const pending = rejection(api.readNamespace({ name: "ns1" }))
     while (s.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10))
-    const start = Date.now()
+    // Were close() to wait for the 30 s delay, the test's own timeout would end it.
     await s.close()
-    assert.isBelow(Date.now() - start, 2000)
     assert.strictEqual(causeCode(await pending), "UND_ERR_SOCKET")
     assert.strictEqual(causeCode(await rejection(api.readNamespace({ name: "ns1" }))), "ECONNREFUSED")
   })

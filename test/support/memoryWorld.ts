@@ -3,7 +3,9 @@
  * annotations and a fault plan, with helpers to run real CNI calls (env + stdin bytes) through
  * `runCni` against them and to snapshot everything a law compares.
  */
-import { Effect, Layer, Logger } from "effect"
+import { type Duration, Effect, Layer, Logger } from "effect"
+import { TestClock } from "effect/testing"
+import { NodeLock } from "../../src/domain/datapath/NodeLock.ts"
 import { AnnotationsMemory, Cluster } from "../../src/interpreters/memory/AnnotationsMemory.ts"
 import { AttachmentStoreMemory, Records } from "../../src/interpreters/memory/AttachmentStoreMemory.ts"
 import { DelegateMemory, Leases } from "../../src/interpreters/memory/DelegateMemory.ts"
@@ -17,6 +19,8 @@ export const silent = () => Logger.layer([])
 export interface WorldOptions {
   readonly poolSize?: number
   readonly dualStack?: boolean
+  /** How long a call waits for the node lock before giving up with 11 (default 30 s). */
+  readonly lockTimeout?: Duration.Input
 }
 
 export class World {
@@ -25,11 +29,15 @@ export class World {
   readonly leases: Leases
   readonly cluster = new Cluster()
   readonly faults = new FaultPlan()
-  private lock = Layer.fresh(NodeLockMemory.layer)
+  /** The node's one lock, shared by every call run in this world (concurrent ones included). */
+  readonly lock: NodeLock["Service"]
   private built: Layer.Layer<CniServices> | undefined
 
   constructor(options: WorldOptions = {}) {
     this.leases = new Leases(options.poolSize ?? 16, options.dualStack ?? false)
+    this.lock = NodeLockMemory.makeUnsafe(
+      options.lockTimeout === undefined ? {} : { timeout: options.lockTimeout }
+    )
   }
 
   layer(): Layer.Layer<CniServices> {
@@ -38,7 +46,7 @@ export class World {
       AttachmentStoreMemory.layer(this.records, this.faults),
       DelegateMemory.layer(this.leases, this.faults),
       AnnotationsMemory.layer(this.cluster, this.faults),
-      this.lock
+      Layer.succeed(NodeLock, this.lock)
     )
     return this.built
   }
@@ -65,6 +73,27 @@ export class World {
 
   run(env: Readonly<Record<string, string | undefined>>, conf: unknown): Promise<CniOutput> {
     return Effect.runPromise(this.call(env, conf).pipe(Effect.provide(this.layer())))
+  }
+
+  /**
+   * `run` on virtual time: the clock moves only once the call has made no progress for many
+   * scheduler turns (every fiber of it waits on the clock), so a deadline (apiTimeout) fires exactly
+   * when a read never answers, never because the machine was slow. The memory services only ever
+   * wait by yielding (Faults.ts), far fewer turns than the driver gives them.
+   */
+  runOnVirtualTime(env: Readonly<Record<string, string | undefined>>, conf: unknown): Promise<CniOutput> {
+    const call = this.call(env, conf)
+    return Effect.runPromise(
+      Effect.gen(function* () {
+        const fiber = yield* Effect.forkChild(call)
+        for (;;) {
+          for (let i = 0; i < 200 && fiber.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+          const exit = fiber.pollUnsafe()
+          if (exit !== undefined) return yield* exit
+          yield* TestClock.adjust("1 second")
+        }
+      }).pipe(Effect.provide(this.layer()), Effect.provide(TestClock.layer()))
+    )
   }
 }
 

@@ -4,12 +4,18 @@
  * the node.
  */
 import { Context, type Effect } from "effect"
-import type { NetfilterFailed } from "../cni/Errors.ts"
+import type { NetfilterFailed, TryAgainLater } from "../cni/Errors.ts"
 
 export class NodeLock extends Context.Service<
   NodeLock,
   {
-    /** Runs `self` while holding the lock; waits for it, failing only if it cannot be taken at all. */
-    readonly withLock: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | NetfilterFailed, R>
+    /**
+     * Runs `self` while holding the lock. Waits for it up to the interpreter's timeout, then fails
+     * with TryAgainLater (code 11): a busy node is a reason to retry the call, not a netfilter
+     * failure. NetfilterFailed only when the lock cannot be taken at all (e.g. no socket allowed).
+     */
+    readonly withLock: <A, E, R>(
+      self: Effect.Effect<A, E, R>
+    ) => Effect.Effect<A, E | TryAgainLater | NetfilterFailed, R>
   }
 >()("tenant-routing/NodeLock") {}

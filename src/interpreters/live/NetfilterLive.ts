@@ -33,11 +33,9 @@ import { ChildProcessSpawner } from "effect/process"
 import type { Backend } from "../../domain/cni/Config.ts"
 import { NetfilterFailed } from "../../domain/cni/Errors.ts"
 import { byFamily, type Changes, invert, isEmpty, type MarkEntry } from "../../domain/datapath/Entries.ts"
+import { invalidChange } from "../../domain/datapath/EntryValidity.ts"
 import { Netfilter } from "../../domain/datapath/Netfilter.ts"
-import { isOwnerTag } from "../../domain/datapath/Owner.ts"
 import type { Family } from "../../domain/net/Ip.ts"
-import { parseIp } from "../../domain/net/Ip.ts"
-import { and32, isMarkValue } from "../../domain/net/Mark.ts"
 import * as Ipt from "./NetfilterIptables.ts"
 import * as Nft from "./NetfilterNftables.ts"
 import { type Ran, runTool } from "./runTool.ts"
@@ -61,21 +59,6 @@ const MAX_STDERR = 2000
 const bounded = (s: string): string => {
   const t = s.trim()
   return t.length > MAX_STDERR ? `${t.slice(0, MAX_STDERR)}…` : t
-}
-
-/**
- * Why an entry cannot be rendered, if it cannot. The owner must be an owner tag (Owner.ts): it is
- * written into batch text, so anything else could inject syntax.
- */
-export const invalidEntry = (e: MarkEntry): string | undefined => {
-  const ip = parseIp(e.ip)
-  if (ip === undefined || ip.family !== e.family)
-    return `${JSON.stringify(e.ip)} is not an IPv${e.family} address`
-  if (!isMarkValue(e.mark) || !Number.isInteger(e.mask) || e.mask < 0 || e.mask > 0xffffffff)
-    return "mark or mask out of range"
-  if (and32(e.mark, e.mask) !== e.mark) return "mark has bits outside its mask"
-  if (!isOwnerTag(e.owner)) return `${JSON.stringify(e.owner)} is not an owner tag`
-  return undefined
 }
 
 const failed = (backend: Backend, removal: boolean) => (e: ToolFailed) =>
@@ -249,16 +232,14 @@ export const make = (options: NetfilterLiveOptions = {}) =>
 
     const apply = (backend: Backend, changes: Changes): Effect.Effect<void, NetfilterFailed> => {
       if (isEmpty(changes)) return Effect.void
-      for (const e of [...changes.remove, ...changes.add]) {
-        const why = invalidEntry(e)
-        if (why !== undefined) {
-          return Effect.fail(
-            new NetfilterFailed({
-              msg: `${backend}: invalid entry (${why})`,
-              removal: changes.add.length === 0
-            })
-          )
-        }
+      const why = invalidChange(changes)
+      if (why !== undefined) {
+        return Effect.fail(
+          new NetfilterFailed({
+            msg: `${backend}: invalid entry (${why})`,
+            removal: changes.add.length === 0
+          })
+        )
       }
       return backend === "iptables" ? applyIptablesAtomically(changes) : applyNftables(changes)
     }

@@ -10,12 +10,13 @@
  * isolates tests, which run in their own netns or use another name.
  *
  * Limits: waiters poll (jittered exponential backoff from 1 ms, capped at 20 ms per try), so there is
- * no FIFO fairness; a caller gives up after `timeout` (30 s) with NetfilterFailed. The lock is not
- * reentrant: a nested withLock waits for itself until the timeout.
+ * no FIFO fairness; a caller gives up after `timeout` (30 s) with TryAgainLater (code 11: the runtime
+ * retries; nothing failed in netfilter). The lock is not reentrant: a nested withLock waits for itself
+ * until the timeout.
  */
 import * as net from "node:net"
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { NetfilterFailed } from "../../domain/cni/Errors.ts"
+import { NetfilterFailed, TryAgainLater } from "../../domain/cni/Errors.ts"
 import { NodeLock } from "../../domain/datapath/NodeLock.ts"
 
 export const DEFAULT_LOCK_NAME = "tenant-routing.lock"
@@ -68,15 +69,15 @@ export const make = (options: NodeLockSocketOptions = {}): NodeLock["Service"] =
   ])
   const acquire = bind(name).pipe(
     Effect.retry({ schedule: retry, while: (e) => e instanceof Busy }),
-    Effect.catch((e) =>
-      e instanceof Busy
-        ? Effect.fail(
-            new NetfilterFailed({
-              msg: `node lock @${name} still held by another process after ${Duration.format(Duration.fromInputUnsafe(timeout))}`,
-              removal: false
-            })
-          )
-        : Effect.fail(e)
+    Effect.catch(
+      (e): Effect.Effect<never, TryAgainLater | NetfilterFailed> =>
+        e instanceof Busy
+          ? Effect.fail(
+              new TryAgainLater({
+                msg: `node lock @${name} still held by another process after ${Duration.format(Duration.fromInputUnsafe(timeout))}`
+              })
+            )
+          : Effect.fail(e)
     )
   )
   return NodeLock.of({

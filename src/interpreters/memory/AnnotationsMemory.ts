@@ -1,6 +1,9 @@
 /**
  * A cluster model for AnnotationSource: pods and namespaces with annotations, per-resource 403s,
- * kubeconfigs that are missing or broken, and faults (unavailable or hanging reads) at chosen calls.
+ * kubeconfigs that are missing or broken, and faults at chosen calls ("api.pods", "api.namespaces":
+ * `fail` with reason "401" (unauthorized: unavailable), "403" (forbidden) or anything else (503), `hang`
+ * for a read that never answers, `delay` to order concurrent reads). A 404 is an object not in the
+ * cluster.
  */
 import { Effect, Layer } from "effect"
 import { InvalidConfig, TryAgainLater } from "../../domain/cni/Errors.ts"
@@ -54,9 +57,15 @@ export const AnnotationsMemory = {
                     map: Map<string, Annotations>
                   ) =>
                     faults
-                      .hit(
-                        `api.${resource}`,
-                        () => new ApiUnavailable({ msg: "503 Service Unavailable (injected)" })
+                      .hit(`api.${resource}`, (f): ApiUnavailable | ApiForbidden =>
+                        f.reason === "403"
+                          ? new ApiForbidden({ msg: `${resource} "${key}" is forbidden (injected)` })
+                          : new ApiUnavailable({
+                              msg:
+                                f.reason === "401"
+                                  ? "401 Unauthorized (injected)"
+                                  : "503 Service Unavailable (injected)"
+                            })
                       )
                       .pipe(
                         Effect.andThen(

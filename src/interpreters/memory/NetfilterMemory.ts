@@ -7,6 +7,7 @@ import { Effect, Layer } from "effect"
 import type { Backend } from "../../domain/cni/Config.ts"
 import { NetfilterFailed } from "../../domain/cni/Errors.ts"
 import { byFamily, type MarkEntry, sameEntry } from "../../domain/datapath/Entries.ts"
+import { invalidChange } from "../../domain/datapath/EntryValidity.ts"
 import { Netfilter } from "../../domain/datapath/Netfilter.ts"
 import { canonicalIp } from "../../domain/net/Ip.ts"
 import type { FaultPlan } from "./Faults.ts"
@@ -36,7 +37,12 @@ export const NetfilterMemory = {
               "netfilter.list",
               () => new NetfilterFailed({ msg: `${b}: listing failed (injected)`, removal: true })
             )
-            .pipe(Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : [])))),
+            .pipe(
+              Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : []))),
+              // A real listing takes time: other calls run between reading and acting on it, so a
+              // read-then-change outside the node lock shows as lost or duplicate entries.
+              Effect.tap(() => Effect.yieldNow)
+            ),
         apply: (b, changes) =>
           faults
             .hit(
@@ -50,6 +56,16 @@ export const NetfilterMemory = {
             .pipe(
               Effect.andThen(
                 Effect.suspend(() => {
+                  // The live backends' refusal, before anything changes (EntryValidity.ts).
+                  const why = invalidChange(changes)
+                  if (why !== undefined) {
+                    return Effect.fail(
+                      new NetfilterFailed({
+                        msg: `${b}: invalid entry (${why})`,
+                        removal: changes.add.length === 0
+                      })
+                    )
+                  }
                   if (!kernel.usable[b]) {
                     return Effect.fail(
                       new NetfilterFailed({ msg: `${b} is not usable`, removal: changes.add.length === 0 })
