@@ -42,10 +42,12 @@ func main() {
 export const pauseCompiler = (): "gcc" | "go" | undefined =>
   hasCommand("gcc") ? "gcc" : hasCommand("go") ? "go" : undefined
 
-/** Compiles the pause binary into `dir` and returns its path. */
-export const buildPauseBinary = async (dir: string): Promise<string> => {
+/** Compiles the pause binary into `dir` (with `compiler`, default the first available) and returns its path. */
+export const buildPauseBinary = async (
+  dir: string,
+  compiler: "gcc" | "go" | undefined = pauseCompiler()
+): Promise<string> => {
   const out = join(dir, "pause")
-  const compiler = pauseCompiler()
   if (compiler === "gcc") {
     const src = join(dir, "pause.c")
     writeFileSync(src, C_SOURCE)
