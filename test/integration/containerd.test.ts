@@ -57,6 +57,8 @@ const TITLE = "the built plugin under containerd 1.6, driven through the CRI lik
 const PAUSE_IMAGE = "localhost/trw-pause:test"
 const BACKENDS: ReadonlyArray<Backend> = ["iptables", "nftables"]
 const DELEGATES = ["ptp", "host-local", "portmap", "loopback"]
+/** The runner's limit for tests that start or stop sandboxes (each a few seconds, more on a busy machine). */
+const CRI_TIMEOUT = 180_000
 
 const missing = [
   ...missingPrerequisites(),
@@ -300,58 +302,66 @@ describe.skipIf(skip)(TITLE, () => {
           await containerd!.setConflist(conflistFor(backend, phase), `"Name":"${network}"`)
         }, 60_000)
 
-        it(`an unknown tenant (${phase.refused.kind}): RunPodSandbox fails with the plugin's refusal (100) and leaves no sandbox, entry, record, lease or veth`, async () => {
-          const veths = await podVeths()
-          let error: unknown
-          try {
-            const id = await containerd!.client.runPodSandbox(sandboxConfig(phase.refused, backend))
-            sandboxes.set(phase.refused.kind, id)
-          } catch (e) {
-            error = e
-          }
-          assert.instanceOf(error, CriError)
-          const details = (error as CriError).details
-          assert.include(details, 'plugin type="tenant-routing-wrapper" failed (add)', details)
-          assert.include(details, 'unknown tenant "tenant-zzz"', details)
-          // The sandbox containerd gave up on: the plugin refused its ADD, then containerd's DEL cleaned up.
-          const id = /sandbox "([0-9a-f]{64})"/.exec(details)?.[1]
-          assert.isDefined(id, details)
-          const add = outcomeLines(logFile(), "ADD", id!)
-          assert.strictEqual(add.length, 1, JSON.stringify(add))
-          assert.include(JSON.stringify(add[0]), '"code":100')
-          assert.isAtLeast(outcomeLines(logFile(), "DEL", id!).length, 1)
-          assert.deepStrictEqual(failedLines(logFile(), "DEL", id!), [])
-          const listed = await containerd!.client.listPodSandbox()
-          assert.deepStrictEqual(
-            listed.filter((s) => s.metadata.name === podName(phase.refused, backend)),
-            []
-          )
-          assert.deepStrictEqual(await entriesOf(topo!.node, network), [])
-          assert.deepStrictEqual(recordDirs(stateDir(), network), [])
-          assert.deepStrictEqual(leases(dataDir(), network), [])
-          assert.deepStrictEqual(await podVeths(), veths)
-        })
-
-        it(`RunPodSandbox of ${phase.pods.map((c) => c.kind).join(", ")} at once: every sandbox ready with an address`, async () => {
-          const started = await Promise.all(
-            phase.pods.map(async (c) => {
-              const t0 = performance.now()
-              const id = await containerd!.client.runPodSandbox(sandboxConfig(c, backend))
-              timings.run.push(Math.round(performance.now() - t0))
-              return [c.kind, id] as const
-            })
-          )
-          for (const [kind, id] of started) sandboxes.set(kind, id)
-          for (const c of phase.pods) {
-            const { status } = await containerd!.client.podSandboxStatus(idOf(c.kind))
-            assert.strictEqual(status.state, "SANDBOX_READY", c.kind)
-            assert.match(
-              status.network?.ip ?? "",
-              /^10\.200\.40\.\d+$/,
-              `${c.kind}: ${JSON.stringify(status)}`
+        it(
+          `an unknown tenant (${phase.refused.kind}): RunPodSandbox fails with the plugin's refusal (100) and leaves no sandbox, entry, record, lease or veth`,
+          async () => {
+            const veths = await podVeths()
+            let error: unknown
+            try {
+              const id = await containerd!.client.runPodSandbox(sandboxConfig(phase.refused, backend))
+              sandboxes.set(phase.refused.kind, id)
+            } catch (e) {
+              error = e
+            }
+            assert.instanceOf(error, CriError)
+            const details = (error as CriError).details
+            assert.include(details, 'plugin type="tenant-routing-wrapper" failed (add)', details)
+            assert.include(details, 'unknown tenant "tenant-zzz"', details)
+            // The sandbox containerd gave up on: the plugin refused its ADD, then containerd's DEL cleaned up.
+            const id = /sandbox "([0-9a-f]{64})"/.exec(details)?.[1]
+            assert.isDefined(id, details)
+            const add = outcomeLines(logFile(), "ADD", id!)
+            assert.strictEqual(add.length, 1, JSON.stringify(add))
+            assert.include(JSON.stringify(add[0]), '"code":100')
+            assert.isAtLeast(outcomeLines(logFile(), "DEL", id!).length, 1)
+            assert.deepStrictEqual(failedLines(logFile(), "DEL", id!), [])
+            const listed = await containerd!.client.listPodSandbox()
+            assert.deepStrictEqual(
+              listed.filter((s) => s.metadata.name === podName(phase.refused, backend)),
+              []
             )
-          }
-        })
+            assert.deepStrictEqual(await entriesOf(topo!.node, network), [])
+            assert.deepStrictEqual(recordDirs(stateDir(), network), [])
+            assert.deepStrictEqual(leases(dataDir(), network), [])
+            assert.deepStrictEqual(await podVeths(), veths)
+          },
+          CRI_TIMEOUT
+        )
+
+        it(
+          `RunPodSandbox of ${phase.pods.map((c) => c.kind).join(", ")} at once: every sandbox ready with an address`,
+          async () => {
+            const started = await Promise.all(
+              phase.pods.map(async (c) => {
+                const t0 = performance.now()
+                const id = await containerd!.client.runPodSandbox(sandboxConfig(c, backend))
+                timings.run.push(Math.round(performance.now() - t0))
+                return [c.kind, id] as const
+              })
+            )
+            for (const [kind, id] of started) sandboxes.set(kind, id)
+            for (const c of phase.pods) {
+              const { status } = await containerd!.client.podSandboxStatus(idOf(c.kind))
+              assert.strictEqual(status.state, "SANDBOX_READY", c.kind)
+              assert.match(
+                status.network?.ip ?? "",
+                /^10\.200\.40\.\d+$/,
+                `${c.kind}: ${JSON.stringify(status)}`
+              )
+            }
+          },
+          CRI_TIMEOUT
+        )
 
         it("the kernel holds exactly the tenant sandboxes' marks, in this backend; the records match", async () => {
           const expected: Array<string> = []
@@ -405,43 +415,47 @@ describe.skipIf(skip)(TITLE, () => {
           for (const r of rows) assert.strictEqual(r.answer.peer, r.ip)
         })
 
-        it("StopPodSandbox removes the entries, records, leases and veths; a second StopPodSandbox and RemovePodSandbox (DEL without netns or prevResult) succeed and leave nothing", async () => {
-          const ids = phase.pods.map((c) => idOf(c.kind))
-          await Promise.all(
-            ids.map(async (id) => {
-              const t0 = performance.now()
-              await containerd!.client.stopPodSandbox(id)
-              timings.stop.push(Math.round(performance.now() - t0))
-            })
-          )
-          assert.deepStrictEqual(await entriesOf(topo!.node, network), [])
-          assert.deepStrictEqual(recordDirs(stateDir(), network), [])
-          assert.deepStrictEqual(leases(dataDir(), network), [])
-          assert.deepStrictEqual(await podVeths(), [])
-          const afterStop = new Map(ids.map((id) => [id, outcomeLines(logFile(), "DEL", id).length]))
-          await Promise.all(
-            ids.map(async (id) => {
-              // kubelet may stop a sandbox more than once; containerd's netns is gone by then.
-              await containerd!.client.stopPodSandbox(id)
-              const t0 = performance.now()
-              await containerd!.client.removePodSandbox(id)
-              timings.remove.push(Math.round(performance.now() - t0))
-            })
-          )
-          for (const id of ids) {
-            assert.isAbove(
-              outcomeLines(logFile(), "DEL", id).length,
-              afterStop.get(id)!,
-              `later DELs of ${id}`
+        it(
+          "StopPodSandbox removes the entries, records, leases and veths; a second StopPodSandbox and RemovePodSandbox (DEL without netns or prevResult) succeed and leave nothing",
+          async () => {
+            const ids = phase.pods.map((c) => idOf(c.kind))
+            await Promise.all(
+              ids.map(async (id) => {
+                const t0 = performance.now()
+                await containerd!.client.stopPodSandbox(id)
+                timings.stop.push(Math.round(performance.now() - t0))
+              })
             )
-            assert.deepStrictEqual(failedLines(logFile(), "DEL", id), [], `a DEL of ${id} failed`)
-          }
-          assert.deepStrictEqual(await entriesOf(topo!.node, network), [])
-          assert.deepStrictEqual(recordDirs(stateDir(), network), [])
-          assert.deepStrictEqual(leases(dataDir(), network), [])
-          assert.deepStrictEqual(await podVeths(), [])
-          assert.deepStrictEqual(await containerd!.client.listPodSandbox(), [])
-        })
+            assert.deepStrictEqual(await entriesOf(topo!.node, network), [])
+            assert.deepStrictEqual(recordDirs(stateDir(), network), [])
+            assert.deepStrictEqual(leases(dataDir(), network), [])
+            assert.deepStrictEqual(await podVeths(), [])
+            const afterStop = new Map(ids.map((id) => [id, outcomeLines(logFile(), "DEL", id).length]))
+            await Promise.all(
+              ids.map(async (id) => {
+                // kubelet may stop a sandbox more than once; containerd's netns is gone by then.
+                await containerd!.client.stopPodSandbox(id)
+                const t0 = performance.now()
+                await containerd!.client.removePodSandbox(id)
+                timings.remove.push(Math.round(performance.now() - t0))
+              })
+            )
+            for (const id of ids) {
+              assert.isAbove(
+                outcomeLines(logFile(), "DEL", id).length,
+                afterStop.get(id)!,
+                `later DELs of ${id}`
+              )
+              assert.deepStrictEqual(failedLines(logFile(), "DEL", id), [], `a DEL of ${id} failed`)
+            }
+            assert.deepStrictEqual(await entriesOf(topo!.node, network), [])
+            assert.deepStrictEqual(recordDirs(stateDir(), network), [])
+            assert.deepStrictEqual(leases(dataDir(), network), [])
+            assert.deepStrictEqual(await podVeths(), [])
+            assert.deepStrictEqual(await containerd!.client.listPodSandbox(), [])
+          },
+          CRI_TIMEOUT
+        )
       })
     }
 })
