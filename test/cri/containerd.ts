@@ -163,7 +163,8 @@ export class Containerd {
         mkdirSync(point, { recursive: true })
         this.createdMountPoints.push(point)
       }
-    process.on("exit", this.exitHook)
+    // First in line at exit: netns.ts's own hook removes the temp dirs, and runc's state with them.
+    process.prependListener("exit", this.exitHook)
     const log = openSync(this.logFile, "a")
     // The script's values arrive as positional parameters, never inside the script text.
     const script =
@@ -289,7 +290,7 @@ export class Containerd {
   async stop(): Promise<ReadonlyArray<string>> {
     if (this.stopped) return []
     const problems: Array<string> = []
-    if (this.child !== undefined && this.child.exitCode === null) {
+    if (this.running()) {
       try {
         for (const s of await this.client.listPodSandbox()) {
           problems.push(`sandbox ${s.metadata.namespace}/${s.metadata.name} (${s.id}) left running`)
@@ -299,7 +300,7 @@ export class Containerd {
       } catch {
         // containerd does not answer: the forced path below handles it
       }
-      this.child.kill("SIGTERM")
+      this.child?.kill("SIGTERM")
       const timer = setTimeout(() => this.child?.kill("SIGKILL"), 10_000)
       await this.exited
       clearTimeout(timer)
@@ -309,14 +310,18 @@ export class Containerd {
     return problems
   }
 
+  private running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
+  }
+
   /** The synchronous part of `stop()` (also the exit hook): kill, delete, unmount, remove. */
   forceCleanupSync(): ReadonlyArray<string> {
     if (this.stopped) return []
     this.stopped = true
     process.off("exit", this.exitHook)
     const problems: Array<string> = []
-    if (this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.kill("SIGKILL")
+    if (this.running()) {
+      this.child?.kill("SIGKILL")
       problems.push("containerd had to be killed")
     }
     // runc's state is in the bind-mounted directory, so runc can still reach containers from here.
