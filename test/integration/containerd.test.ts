@@ -248,9 +248,12 @@ describe.skipIf(skip)(TITLE, () => {
     })
     // containerd 1.6 takes one bin dir: the plugin and Debian's plugins side by side, as on a node.
     const installed = join(containerd.binDir, "tenant-routing-wrapper")
-    if (plugin.argv.length === 1 && plugin.argv[0] === join(pluginDir, "tenant-routing-wrapper"))
+    if (plugin.argv.length === 1 && plugin.argv[0] === join(pluginDir, "tenant-routing-wrapper")) {
+      // The shim, and the full program it execs when no agent answers (none runs in this suite).
       copyFileSync(plugin.argv[0], installed)
-    else {
+      copyFileSync(join(pluginDir, "tenant-routing"), join(containerd.binDir, "tenant-routing"))
+      chmodSync(join(containerd.binDir, "tenant-routing"), 0o755)
+    } else {
       // Development mode (TRW_INTEGRATION_COMMAND): a launcher for that command line.
       const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
       writeFileSync(installed, `#!/bin/sh\nexec ${plugin.argv.map(quote).join(" ")} "$@"\n`)
