@@ -12,7 +12,7 @@
  */
 import { format, parseArgs } from "node:util"
 
-const USAGE = "usage: tenant-routing-wrapper agent [--socket PATH]"
+const USAGE = "usage: tenant-routing agent [--socket PATH]"
 const STOP_GUARD_MS = 5_000
 
 /** Live layers, loaded on demand like the CNI mode does. */

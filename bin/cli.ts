@@ -1,9 +1,9 @@
 /**
- * The operator's command line, loaded by bin/tenant-routing-wrapper.ts only when `CNI_COMMAND` is not
+ * The operator's command line, loaded by bin/tenant-routing.ts only when `CNI_COMMAND` is not
  * set: `node-setup`, `install`, `inspect`, `doctor`, `version`, built with Effect's CLI module so every
  * subcommand answers `--help` with each of its flags described, and usage errors look alike.
  *
- * One error style: `tenant-routing-wrapper <subcommand>: <what is wrong; what to do>` on stderr
+ * One error style: `tenant-routing <subcommand>: <what is wrong; what to do>` on stderr
  * (cliSupport.ts). Exit codes: 0 done, 1 failed, 2 usage. Help goes to stdout; a usage error prints
  * only the error and where to find the help, not the whole help text.
  */

@@ -1,12 +1,12 @@
 /**
  * What every operator subcommand shares: where its text goes (`CliIo`, replaced by tests), its one
- * error style, `tenant-routing-wrapper <subcommand>: <what is wrong; what to do>` on stderr, and its
+ * error style, `tenant-routing <subcommand>: <what is wrong; what to do>` on stderr, and its
  * exit codes — 0 done, 1 failed, 2 usage (a flag, or an input file the operator must fix).
  */
 import { Context, Data, Effect } from "effect"
 import { Flag } from "effect/cli"
 
-export const PROGRAM = "tenant-routing-wrapper"
+export const PROGRAM = "tenant-routing"
 
 export interface Io {
   readonly out: (text: string) => void

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper doctor` (docs/DESIGN.md §7) as a command of the CLI: flags, the live
+ * `tenant-routing doctor` (docs/DESIGN.md §7) as a command of the CLI: flags, the live
  * layers, and the report as text or JSON. Exit codes: 0 when every check is ok or only warns, 1 when
  * any check fails, 2 for a usage error. Doctor never changes the node and never stops at a fact it
  * cannot read: that becomes a check result, so the only failures here are doctor's own.
@@ -55,7 +55,7 @@ export const doctorCommand = (env: DoctorCliEnv) => {
         Flag.withMetavar("FILE"),
         Flag.optional,
         Flag.withDescription(
-          `tenants file to check against (default ${defaults.defaultTenantsFile} when it exists, else the tenants of the tenant-routing-wrapper conflist in ${defaults.cniConfDir}, else the built-in defaults)`
+          `tenants file to check against (default ${defaults.defaultTenantsFile} when it exists, else the tenants of the tenant-routing-wrapper entry of the conflist in ${defaults.cniConfDir}, else the built-in defaults)`
         )
       ),
       json: jsonFlag

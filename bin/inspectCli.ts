@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper inspect` as a command of the CLI: every managed netfilter entry of both
+ * `tenant-routing inspect` as a command of the CLI: every managed netfilter entry of both
  * backends (or one), joined with the attachment records, as a table or JSON. Exit 0 listed, 1 the
  * entries or records could not be read, 2 usage. Read-only; it takes no lock.
  */

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper install` as a command of the CLI: what the DaemonSet runs on each node
+ * `tenant-routing install` as a command of the CLI: what the DaemonSet runs on each node
  * (src/programs/install.ts does the work). Exit 0 installed (or nothing to change), 1 failed, 2 usage —
  * a bad flag, no node name, or a template, binary or ServiceAccount file that is missing.
  */

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper node-setup` (docs/DESIGN.md §6) as a command of the CLI: flags, the live
+ * `tenant-routing node-setup` (docs/DESIGN.md §6) as a command of the CLI: flags, the live
  * layers, and the outcome as text or JSON. Exit codes: 0 done (also when foreign entries were
  * reported), 1 applying failed, 2 usage — a bad flag, or a tenants file that is missing or invalid
  * (each problem named by its field, all at once). Nothing reaches routing before the file is valid.

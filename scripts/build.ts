@@ -4,8 +4,8 @@
  * `dist/tenant-routing-wrapper`, the Go shim the conflist names (scripts/buildShim.ts), which hands
  * each call to the agent or execs `tenant-routing`. arm64 files carry an `-arm64` suffix.
  *
- * 1. esbuild bundles bin/tenant-routing-wrapper.ts and everything it imports (no node_modules at run
- *    time) into dist/tenant-routing-wrapper.cjs. CommonJS, because Node 24's single executable
+ * 1. esbuild bundles bin/tenant-routing.ts and everything it imports (no node_modules at run
+ *    time) into dist/tenant-routing.cjs. CommonJS, because Node 24's single executable
  *    applications run only a CommonJS main script (the `mainFormat: "module"` option arrived in
  *    Node 25); dynamic `import()`s of bundled modules become lazily initialised closures, so a mode
  *    only evaluates the modules it uses.
@@ -26,7 +26,7 @@
  * SEA options, measured with --compare (CNI VERSION, CPU time per call on a busy 2-core build host,
  * where an empty SEA costs ≈ 75 ms): plain ≈ 480 ms, `useCodeCache` ≈ 260 ms, `useSnapshot` ≈ 205 ms.
  * The snapshot wins because most of a call's start-up is evaluating modules (Effect, the programs, the
- * interpreters), which the snapshot has already done: bin/tenant-routing-wrapper.ts, when
+ * interpreters), which the snapshot has already done: bin/tenant-routing.ts, when
  * `v8.startupSnapshot.isBuildingSnapshot()`, only loads those modules and registers its main
  * function. Checked before choosing it: the snapshot is tied to Node's version and V8 flags but not
  * to CPU features (`v8.cachedDataVersionTag()` is the same under `qemu-x86_64 -cpu Nehalem` and on
@@ -66,7 +66,7 @@ type Arch = "x64" | "arm64"
 
 const root = resolve(import.meta.dirname, "..")
 const dist = join(root, "dist")
-const bundlePath = join(dist, "tenant-routing-wrapper.cjs")
+const bundlePath = join(dist, "tenant-routing.cjs")
 /**
  * Everything in progress lives in a directory of this build's own and reaches dist/ by rename, so
  * builds running at once (a test suite and a developer) never see each other's half-made files.
@@ -80,7 +80,7 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1))
   })
 }
-const workBundle = join(work, "tenant-routing-wrapper.cjs")
+const workBundle = join(work, "tenant-routing.cjs")
 const FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2"
 /** The full program (standalone CNI plugin, agent and operator CLI) per architecture. */
 const outputName: Record<Arch, string> = {
@@ -315,7 +315,7 @@ const bundle = async (version: string, commit: string) => {
   await Promise.all([bundleK8s(), bundleK8sConfig()])
   const result = await build({
     plugins: [k8sFromAsset],
-    entryPoints: [join(root, "bin/tenant-routing-wrapper.ts")],
+    entryPoints: [join(root, "bin/tenant-routing.ts")],
     outfile: workBundle,
     // Node builtins stay `require`s (platform node); everything else must be inside the bundle.
     ...BUNDLE,
@@ -508,10 +508,10 @@ const main = async (): Promise<number> => {
   const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string })
     .version
 
-  // The commit `tenant-routing-wrapper version` prints; a build outside a git checkout says so.
+  // The commit `tenant-routing version` prints; a build outside a git checkout says so.
   const git = spawnSync("git", ["rev-parse", "HEAD"], { cwd: root, encoding: "utf8" })
   const commit = git.status === 0 ? git.stdout.trim() : "unknown"
-  log(`bundling bin/tenant-routing-wrapper.ts (version ${version}, commit ${commit}) ...`)
+  log(`bundling bin/tenant-routing.ts (version ${version}, commit ${commit}) ...`)
   await bundle(version, commit)
   log(`  ${relative(root, bundlePath)}  ${mib(statSync(workBundle).size)}`)
 

@@ -12,7 +12,7 @@
  *    (delegate ptp + host-local, backend auto, a kubeconfig for the API server), then portmap; CNI_ARGS
  *    with IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME.
  * 5. A real TCP connection from each pod to 198.18.0.1, and one from web-a to pod `plain` (which must
- *    stay on the node); the tenant and mark shown are what `tenant-routing-wrapper inspect --json`
+ *    stay on the node); the tenant and mark shown are what `tenant-routing inspect --json`
  *    reports in the node. `intruder` (team-b, asking for tenant-a) must be refused with code 100.
  * 6. DEL of every pod through the executable; `inspect` must list nothing, host-local hold no lease.
  * 7. Everything torn down; exit 0 only if every row and every check is as expected.

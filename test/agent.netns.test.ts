@@ -2,7 +2,7 @@
  * The agent against the standalone program, in a throwaway node namespace with the real ptp and
  * host-local, for both backends: the same calls (ADD with the tenant from runtimeConfig annotations,
  * ADD untagged, ADD naming an unknown tenant, CHECK, DEL, VERSION) go once through the agent (the
- * protocol client of test/support/agentClient.ts) and once through `node bin/tenant-routing-wrapper.ts`;
+ * protocol client of test/support/agentClient.ts) and once through `node bin/tenant-routing.ts`;
  * stdout, exit codes, state records, kernel entries and log lines must be the same once what differs
  * by nature (container ids, IPs, MACs, veth names, durations, timestamps) is masked.
  *

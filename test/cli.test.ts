@@ -11,7 +11,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 
-const ENTRY = "bin/tenant-routing-wrapper.ts"
+const ENTRY = "bin/tenant-routing.ts"
 const dir = mkdtempSync(join(tmpdir(), "trw-cli-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
@@ -66,11 +66,11 @@ describe("--help", () => {
 
 describe("usage errors: exit 2, one style", () => {
   const cases: ReadonlyArray<readonly [string, ReadonlyArray<string>, string]> = [
-    ["an unknown flag", ["node-setup", "--bogus"], "tenant-routing-wrapper node-setup: "],
-    ["a flag without its value", ["doctor", "--config"], "tenant-routing-wrapper doctor: "],
-    ["a bad choice", ["inspect", "--backend", "pf"], "tenant-routing-wrapper inspect: "],
-    ["a missing required flag", ["install", "--node", "n1"], "tenant-routing-wrapper install: "],
-    ["an unknown subcommand", ["frobnicate"], "tenant-routing-wrapper: "]
+    ["an unknown flag", ["node-setup", "--bogus"], "tenant-routing node-setup: "],
+    ["a flag without its value", ["doctor", "--config"], "tenant-routing doctor: "],
+    ["a bad choice", ["inspect", "--backend", "pf"], "tenant-routing inspect: "],
+    ["a missing required flag", ["install", "--node", "n1"], "tenant-routing install: "],
+    ["an unknown subcommand", ["frobnicate"], "tenant-routing: "]
   ]
   it.each(cases)("%s", (_name, args, prefix) => {
     const r = run(args)
@@ -78,7 +78,7 @@ describe("usage errors: exit 2, one style", () => {
     assert.strictEqual(r.out, "", "help is not dumped on a usage error")
     const [first, hint] = r.err.split("\n")
     assert.isTrue(first?.startsWith(prefix), r.err)
-    assert.match(hint ?? "", /^run 'tenant-routing-wrapper( \S+)? --help' for usage$/)
+    assert.match(hint ?? "", /^run 'tenant-routing( \S+)? --help' for usage$/)
   })
 
   it("no subcommand and no CNI_COMMAND: exit 2, says why", () => {
@@ -86,7 +86,7 @@ describe("usage errors: exit 2, one style", () => {
     assert.strictEqual(r.code, 2)
     assert.strictEqual(
       r.err,
-      "tenant-routing-wrapper: CNI_COMMAND is not set, so this is not a CNI call; give a subcommand (tenant-routing-wrapper --help lists them)\n"
+      "tenant-routing: CNI_COMMAND is not set, so this is not a CNI call; give a subcommand (tenant-routing --help lists them)\n"
     )
   })
 
@@ -100,9 +100,7 @@ describe("usage errors: exit 2, one style", () => {
     assert.strictEqual(r.code, 2)
     assert.match(
       r.err,
-      new RegExp(
-        `^tenant-routing-wrapper node-setup: invalid tenants file ${file}:\\n  tenants\\.a\\.priority: `
-      )
+      new RegExp(`^tenant-routing node-setup: invalid tenants file ${file}:\\n  tenants\\.a\\.priority: `)
     )
   })
 })
@@ -120,7 +118,7 @@ describe("version", () => {
   it("prints the version and the commit; --version says the same", () => {
     const r = run(["version"])
     assert.strictEqual(r.code, 0, r.err)
-    assert.strictEqual(r.out, `tenant-routing-wrapper ${version} (commit ${commit})\n`)
+    assert.strictEqual(r.out, `tenant-routing ${version} (commit ${commit})\n`)
     assert.strictEqual(run(["--version"]).out, r.out)
   })
 

@@ -179,13 +179,13 @@ describe("install", () => {
     assert.deepStrictEqual(unknown, {
       code: 1,
       out: "",
-      err: "tenant-routing-wrapper install: node ghost does not exist in the cluster; pass --node NAME (default $NODE_NAME)\n"
+      err: "tenant-routing install: node ghost does not exist in the cluster; pass --node NAME (default $NODE_NAME)\n"
     })
     const noTemplate = await run(["--node", "n1", "--template", join(dir, "absent.json"), ...base])
     assert.strictEqual(noTemplate.code, 2)
     assert.strictEqual(
       noTemplate.err,
-      `tenant-routing-wrapper install: conflist template ${join(dir, "absent.json")} does not exist; pass --template FILE\n`
+      `tenant-routing install: conflist template ${join(dir, "absent.json")} does not exist; pass --template FILE\n`
     )
     const noKubeconfig = await run([
       "--node",
@@ -204,7 +204,7 @@ describe("install", () => {
     assert.deepStrictEqual(noNode, {
       code: 2,
       out: "",
-      err: "tenant-routing-wrapper install: no node name: pass --node NAME or set NODE_NAME\n"
+      err: "tenant-routing install: no node name: pass --node NAME or set NODE_NAME\n"
     })
   })
 })

@@ -263,7 +263,7 @@ describe("doctor CLI usage", () => {
       }),
       2
     )
-    assert.include(out.join(""), "tenant-routing-wrapper doctor: Unrecognized flag: --bogus")
+    assert.include(out.join(""), "tenant-routing doctor: Unrecognized flag: --bogus")
     assert.strictEqual(await runCli(["doctor", "--help"], { stdout: () => {}, stderr: () => {} }), 0)
     assert.strictEqual(await runCli(["doctor", "--config"], { stdout: () => {}, stderr: () => {} }), 2)
   })

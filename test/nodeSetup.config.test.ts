@@ -243,7 +243,7 @@ describe("node-setup CLI: exit 2 for an unusable file", () => {
       const r = await runCli(["--config", file, "--json"])
       assert.strictEqual(r.code, 2)
       assert.strictEqual(r.out, "")
-      assert.include(r.err, `tenant-routing-wrapper node-setup: invalid tenants file ${file}:\n`)
+      assert.include(r.err, `tenant-routing node-setup: invalid tenants file ${file}:\n`)
       assert.include(r.err, "  tenants.a.priority: priority 1 would put")
       assert.include(r.err, "  tenants.b.priority: priority 1 would put")
     } finally {
@@ -256,7 +256,7 @@ describe("node-setup CLI: exit 2 for an unusable file", () => {
     assert.strictEqual(missing.code, 2)
     assert.strictEqual(
       missing.err,
-      "tenant-routing-wrapper node-setup: tenants file /nonexistent/tenants.json does not exist; pass --config FILE or create it\n"
+      "tenant-routing node-setup: tenants file /nonexistent/tenants.json does not exist; pass --config FILE or create it\n"
     )
     const dir = mkdtempSync(join(tmpdir(), "trw-node-setup-"))
     try {
@@ -264,7 +264,7 @@ describe("node-setup CLI: exit 2 for an unusable file", () => {
       assert.strictEqual(asDir.code, 2)
       assert.strictEqual(
         asDir.err,
-        `tenant-routing-wrapper node-setup: tenants file ${dir} is a directory, not a file\n`
+        `tenant-routing node-setup: tenants file ${dir} is a directory, not a file\n`
       )
     } finally {
       rmSync(dir, { recursive: true, force: true })
@@ -276,7 +276,7 @@ describe("node-setup CLI: exit 2 for an unusable file", () => {
     assert.strictEqual((await runCli(["--config"])).code, 2)
     const unknown = await runCli(["--apply"])
     assert.strictEqual(unknown.code, 2)
-    assert.include(unknown.err, "tenant-routing-wrapper node-setup --help")
+    assert.include(unknown.err, "tenant-routing node-setup --help")
   })
 })
 

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper doctor` (docs/DESIGN.md §7): gather what the node looks like through the
+ * `tenant-routing doctor` (docs/DESIGN.md §7): gather what the node looks like through the
  * services, then let `diagnose` (domain/doctor/Diagnose.ts) judge it. Reads top to bottom: load the
  * tenants file and the installed conflist, read rules and the tenant tables, then everything else
  * concurrently — backends, entries, records, reverse-path sysctls, netfilter inventory, CNI binaries,

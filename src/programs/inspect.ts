@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper inspect`: every managed entry of both backends (or one), joined with the
+ * `tenant-routing inspect`: every managed entry of both backends (or one), joined with the
  * attachment records so hashed owner tags are shown as the attachment they belong to. An unreadable
  * record is reported (a warning with its reason on stderr) and the rest is still shown.
  */

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper install`: what the DaemonSet runs on each node, periodically. It copies
+ * `tenant-routing install`: what the DaemonSet runs on each node, periodically. It copies
  * this executable into the CNI bin dir, refreshes the ServiceAccount token and CA the plugin reads
  * through its own kubeconfig, fills the conflist template with the node's pod CIDRs and writes it.
  * Every file is written atomically (temporary file + rename in the same directory) and only when its

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper node-setup` (docs/DESIGN.md §6): make the node's policy routing match the
+ * `tenant-routing node-setup` (docs/DESIGN.md §6): make the node's policy routing match the
  * tenants file (`apply`) or undo exactly what it installs (`remove`), or only show what either would
  * take (`dryRun`).
  *

@@ -169,7 +169,7 @@ export interface InstalledPlugin {
  * Installs the plugin into `binDir` the way the DaemonSet does: the shim as `tenant-routing-wrapper` and
  * the full program as `tenant-routing`, copied there alone (so nothing next to them in dist/ can help).
  * No agent listens in these suites, so every call goes shim → exec `tenant-routing` (standalone mode). For development only, TRW_INTEGRATION_COMMAND (a JSON
- * array, e.g. `["node","bin/tenant-routing-wrapper.ts"]`) runs that command line instead and skips the
+ * array, e.g. `["node","bin/tenant-routing.ts"]`) runs that command line instead and skips the
  * build.
  */
 export const installPlugin = async (binDir: string): Promise<InstalledPlugin> => {

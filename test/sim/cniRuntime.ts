@@ -106,7 +106,7 @@ export interface CniRuntimeOptions {
   readonly cniPath: ReadonlyArray<string>
   /** Prepended to every plugin command line, e.g. `["ip", "netns", "exec", NODE_NS]`. */
   readonly prefix?: ReadonlyArray<string>
-  /** Explicit command lines by plugin type (e.g. `["node", "bin/tenant-routing-wrapper.ts"]`). */
+  /** Explicit command lines by plugin type (e.g. `["node", "bin/tenant-routing.ts"]`). */
   readonly commands?: Readonly<Record<string, ReadonlyArray<string>>>
   /** Extra environment for every plugin. */
   readonly env?: Readonly<Record<string, string>>

@@ -1,5 +1,5 @@
 /**
- * `tenant-routing-wrapper doctor` decided purely (docs/DESIGN.md §7): facts gathered from the node go in
+ * `tenant-routing doctor` decided purely (docs/DESIGN.md §7): facts gathered from the node go in
  * (`Facts.ts`), named check results (ok / warn / fail, a one-line reason, a hint) come out
  * (`CheckResult.ts`). `programs/doctor.ts` gathers the facts through the services and never judges
  * them; everything a reviewer needs to know about what doctor calls healthy is in this folder.

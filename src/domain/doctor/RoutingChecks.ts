@@ -80,8 +80,7 @@ const hasUnreachableDefault = (routes: ReadonlyArray<Route>, f: Family, table: n
       (r.metric ?? 0) === UNREACHABLE_METRIC
   )
 
-const NODE_SETUP_HINT =
-  "run `tenant-routing-wrapper node-setup` with the tenants file (it only adds what is missing)"
+const NODE_SETUP_HINT = "run `tenant-routing node-setup` with the tenants file (it only adds what is missing)"
 
 const ruleText = (mark: number, mask: number, table: number | undefined) =>
   `fwmark ${formatMark(mark)}/${formatMark(mask)} lookup ${table ?? "<table>"}`

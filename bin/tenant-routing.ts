@@ -1,5 +1,5 @@
 /**
- * The single entry point of the `tenant-routing-wrapper` executable.
+ * The single entry point of the `tenant-routing` executable (the shim, `tenant-routing-wrapper`, execs it).
  *
  * With `CNI_COMMAND` set it is a CNI plugin (docs/DESIGN.md §1): it reads stdin as bytes, runs `runCni`
  * with the live interpreters, writes the one JSON document `runCni` returns with a single
@@ -62,7 +62,7 @@ let invocation: InvocationModule | undefined
 /** A bug escaped every handler: still answer in CNI JSON (code 999), never with a stack on stdout. */
 const lastResort = (stdin: Uint8Array | undefined, what: unknown): void => {
   process.stderr.write(
-    `tenant-routing-wrapper: internal error: ${what instanceof Error ? (what.stack ?? what.message) : String(what)}\n`
+    `tenant-routing: internal error: ${what instanceof Error ? (what.stack ?? what.message) : String(what)}\n`
   )
   if (answered !== undefined) process.exit(answered)
   // Without the decoder module (it failed to load) there is no version to answer in: exit only.
@@ -158,9 +158,7 @@ const start = (): void => {
           process.exitCode = code
         },
         (e: unknown) => {
-          process.stderr.write(
-            `tenant-routing-wrapper: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`
-          )
+          process.stderr.write(`tenant-routing: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
           process.exitCode = 1
         }
       )
