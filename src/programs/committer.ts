@@ -84,7 +84,7 @@ const replay = (view: View, steps: ReadonlyArray<AnyStep>) => {
   return { plans, last: v }
 }
 
-export const makeCommitter = (nf: NetfilterService, lock: NodeLock["Service"]): Committer["Service"] => {
+export const makeCommitter = (nf: NetfilterService, lock: NodeLock["Service"]) => {
   const queue: Array<Pending> = []
   let draining = false
   /** How many groups and calls were committed (logged; tests read them). */
@@ -109,7 +109,10 @@ export const makeCommitter = (nf: NetfilterService, lock: NodeLock["Service"]): 
       if (group.length === 1) return yield* alone
       const first = yield* Effect.exit(readView(nf))
       // Each call alone would have listed first and failed here too.
-      if (Exit.isFailure(first)) return group.forEach((p) => complete(p, first))
+      if (Exit.isFailure(first)) {
+        for (const p of group) complete(p, first)
+        return
+      }
       const { plans, last } = replay(
         first.value,
         group.map((p) => p.step)
@@ -216,7 +219,11 @@ export const makeCommitter = (nf: NetfilterService, lock: NodeLock["Service"]): 
       })
     )
 
-  return Object.assign(Committer.of({ submit }), { stats })
+  return Object.assign(Committer.of({ submit }), {
+    stats,
+    /** How many calls wait to be taken (tests: start a group once all of it has arrived). */
+    queued: () => queue.filter((p) => p.state === "queued").length
+  })
 }
 
 /** One committer shared by every call given this layer (the agent; memory worlds). */
