@@ -13,6 +13,18 @@ export type Issue = typeof Issue.Type
 
 const issues = Schema.Array(Issue)
 
+/**
+ * The one-sentence `msg` of a decode failure: where the problems are. What is wrong at each place
+ * goes in `details` (CniError.ts), because runtimes show users `msg; details` and the same text
+ * twice reads as noise in a pod's events.
+ */
+export const issuesSummary = (what: string, found: ReadonlyArray<Issue>): string => {
+  const where = found.map((i) => (i.path === "" ? "(top level)" : i.path))
+  return found.length === 1
+    ? `${what}: ${where[0]} is wrong`
+    : `${what}: ${found.length} problems, at ${where.join(", ")}`
+}
+
 /** 1: the caller asked for a CNI version or verb this config's version does not support. */
 export class IncompatibleVersion extends Schema.TaggedError<IncompatibleVersion>()("IncompatibleVersion", {
   msg: Schema.String
