@@ -41,7 +41,8 @@ export const cmdCheck = Effect.fn("cmdCheck")(function* (call: Call) {
   const differences = findDrift(record, tag, podIps(prev), entries)
   if (differences.length > 0) {
     return yield* new Drift({
-      msg: `tenant marks drifted for ${tag}: ${differences.join("; ")}`,
+      // The differences themselves are the error's details (CniError.ts).
+      msg: `tenant marks drifted for ${tag}: ${differences.length} difference${differences.length === 1 ? "" : "s"} between the state record and the kernel`,
       differences
     })
   }
