@@ -83,7 +83,6 @@ const together = (w: World, ops: ReadonlyArray<Op>) =>
   inWorld(
     w,
     Effect.gen(function* () {
-      const release: () => void = () => {}
       const holder = yield* Effect.forkChild(
         w.lock.withLock(
           Effect.gen(function* () {
