@@ -457,6 +457,8 @@ export const startKubeApiServer = async (options: KubeApiServerOptions = {}): Pr
       return void res.end(JSON.stringify(expired(since)))
     }
     res.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" })
+    // As kube-apiserver does: the client learns the watch is open before any event.
+    res.flushHeaders()
     const send = (type: string, object: object) => {
       if (!res.destroyed && !res.writableEnded) res.write(`${JSON.stringify({ type, object })}\n`)
     }
