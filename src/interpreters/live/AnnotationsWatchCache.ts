@@ -280,19 +280,19 @@ const mirror = (
     /** Loads client-node and the kubeconfig (retrying until both work), then keeps the informer running. */
     const supervise = Effect.gen(function* () {
       const client = yield* Effect.promise(() => import("@kubernetes/client-node"))
-      let kc: KubeConfig | undefined
-      while (kc === undefined) {
-        // The kubeconfig may not be written yet (a DaemonSet starting) or be broken: try again later.
+      let lw: ListWatch<Slim> | undefined
+      while (lw === undefined) {
+        // The kubeconfig may not be written yet (a DaemonSet starting) or be unusable (no current
+        // cluster: the client refuses to make a client): try again later, it may be fixed.
         try {
-          const config = new client.KubeConfig()
-          config.loadFromFile(kubeconfigPath)
-          kc = config
+          const kc = new client.KubeConfig()
+          kc.loadFromFile(kubeconfigPath)
+          lw = build(client, kc)
         } catch (error) {
           lastError = `kubeconfig: ${describe(error)}`
           yield* Effect.sleep(Duration.millis(backoff(failures++)))
         }
       }
-      const lw = build(client, kc)
       informer = lw
       while (!closed) {
         // `start` settles once the watch is open or the informer stopped; a stop arrives in `stops`.
