@@ -4,9 +4,11 @@
  * through watch events, broken streams, 410 Gone and RBAC denials. Every wait is for an observable
  * condition (a resourceVersion reached, a sync state), never for a length of time.
  */
+import { execFile } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { promisify } from "node:util"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import * as fc from "fast-check"
@@ -527,6 +529,50 @@ describe("AnnotationsWatchCache law", () => {
             { numRuns: 40 }
           )
         )
+      }),
+    120_000
+  )
+})
+
+describe("AnnotationsWatchCache memory", () => {
+  it.live(
+    "prints the resident memory of a process holding 250 pods and 2000 namespaces (measured, not asserted)",
+    () =>
+      Effect.gen(function* () {
+        const long = "x".repeat(200)
+        yield* setup({
+          pods: Array.from({ length: 300 }, (_, i) => ({
+            namespace: `ns-${i % 2000}`,
+            name: `pod-${i}`,
+            annotations: { [KEY]: `tenant-${i % 7}`, "example.com/note": long },
+            // 250 on this node, 50 elsewhere (never cached).
+            nodeName: i < 250 ? NODE : "n2"
+          })),
+          namespaces: Array.from({ length: 2000 }, (_, i) => ({
+            name: `ns-${i}`,
+            annotations: {
+              "tenant.routing/allowed-tenants": `tenant-${i % 7},tenant-${(i + 1) % 7}`,
+              "example.com/note": long
+            }
+          }))
+        })
+        const script = new URL("./support/watchCacheMemory.ts", import.meta.url).pathname
+        // Asynchronously: the API server it talks to runs in this process.
+        const { stdout: output } = yield* Effect.promise(() =>
+          promisify(execFile)(process.execPath, [
+            "--expose-gc",
+            script,
+            "--kubeconfig",
+            kubeconfig,
+            "--pods",
+            "250",
+            "--namespaces",
+            "2000"
+          ])
+        )
+        const report = JSON.parse(output) as { counts: { pods: number; namespaces: number }; rssMiB: number }
+        console.log(`watch cache memory: ${output.trim()}`)
+        assert.deepStrictEqual(report.counts, { pods: 250, namespaces: 2000 })
       }),
     120_000
   )
