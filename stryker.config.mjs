@@ -13,6 +13,9 @@ export default {
   testRunner: "vitest",
   vitest: { configFile: "vitest.mutate.config.ts" },
   coverageAnalysis: "perTest",
+  // A mutant of a module-level constant ("static") runs every test: ~16% of the mutants but most of
+  // the time on 2 cores. They are reported as Ignored; `--ignoreStatic false` tests them too.
+  ignoreStatic: true,
   checkers: [],
   concurrency: 1,
   reporters: ["clear-text", "progress", "json"],

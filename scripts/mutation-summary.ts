@@ -7,7 +7,8 @@
  * Score, as Stryker counts it: (killed + timeout) / (killed + timeout + survived + no coverage);
  * compile and runtime errors and ignored mutants are left out.
  *
- * Usage: node scripts/mutation-summary.ts [report.json] [--survivors FILE]
+ * Usage: node scripts/mutation-summary.ts [report.json ...] [--survivors FILE]
+ *   several reports (e.g. of runs split by folder) are read as one
  *   --survivors FILE  also write the full survivor list to FILE
  */
 import { readFileSync, writeFileSync } from "node:fs"
@@ -25,9 +26,13 @@ interface Report {
 const args = process.argv.slice(2)
 const at = args.indexOf("--survivors")
 const survivorsFile = at >= 0 ? args[at + 1] : undefined
-const reportFile =
-  args.find((a, i) => !a.startsWith("--") && (at < 0 || i !== at + 1)) ?? "reports/mutation/mutation.json"
-const report = JSON.parse(readFileSync(reportFile, "utf8")) as Report
+const reportFiles = args.filter((a, i) => !a.startsWith("--") && (at < 0 || i !== at + 1))
+const files: Report["files"] = Object.assign(
+  {},
+  ...(reportFiles.length > 0 ? reportFiles : ["reports/mutation/mutation.json"]).map(
+    (f) => (JSON.parse(readFileSync(f, "utf8")) as Report).files
+  )
+)
 
 const DETECTED = new Set(["Killed", "Timeout"])
 const UNDETECTED = new Set(["Survived", "NoCoverage"])
@@ -39,7 +44,7 @@ const folderOf = (file: string) => {
 
 const tally = new Map<string, { detected: number; undetected: number; other: number }>()
 const survivors = new Map<string, Array<Mutant>>()
-for (const [file, { mutants }] of Object.entries(report.files)) {
+for (const [file, { mutants }] of Object.entries(files)) {
   const t = tally.get(folderOf(file)) ?? { detected: 0, undetected: 0, other: 0 }
   tally.set(folderOf(file), t)
   for (const m of mutants) {
