@@ -19,7 +19,18 @@
  * Drift: a periodic run over an unchanged file should find nothing to do; the changes it makes anyway
  * are routing edited behind our back, counted in `tenant_routing_agent_node_setup_drift_total`.
  */
-import { type Duration, Effect, FileSystem, Metric, Path, Queue, Result, type Scope, Stream } from "effect"
+import {
+  Deferred,
+  type Duration,
+  Effect,
+  FileSystem,
+  Metric,
+  Path,
+  Queue,
+  Result,
+  type Scope,
+  Stream
+} from "effect"
 import { sha256Hex } from "../domain/net/Sha256.ts"
 import {
   decodeNodeSetupConfigJson,
@@ -75,8 +86,9 @@ export const keepNodeSetupConverged = Effect.fn("agent.keepNodeSetupConverged")(
       }
       const hash = sha256Hex(text.success)
       const changed = hash !== lastHash
-      // A change event about nothing that matters: not even a log line.
-      if (asked === "change" && !changed) return
+      // An event about another file, or a touch: nothing to apply (a debug line says it was seen).
+      if (asked === "change" && !changed)
+        return yield* Effect.logDebug("tenants file unchanged", { reason: asked })
       lastHash = hash
       const reason: RunReason = asked === "periodic" && changed ? "change" : asked
       if (changed) {
@@ -115,10 +127,11 @@ export const keepNodeSetupConverged = Effect.fn("agent.keepNodeSetupConverged")(
 
   // One run at a time: every trigger goes through this queue, read by one fiber.
   const triggers = yield* Queue.unbounded<RunReason>()
-  yield* run("start")
 
   const dir = paths.dirname(paths.resolve(file))
-  yield* fs.watch(dir).pipe(
+  // Returns once the watcher is installed (or failed): a change right after start is not missed.
+  const watching = yield* Deferred.make<void>()
+  yield* fs.watch(dir, { onReady: () => void Deferred.doneUnsafe(watching, Effect.void) }).pipe(
     Stream.runForEach(() => Queue.offer(triggers, "change")),
     Effect.catch((e) =>
       Effect.logWarning("tenants directory not watched; only periodic runs will see changes", {
@@ -126,8 +139,11 @@ export const keepNodeSetupConverged = Effect.fn("agent.keepNodeSetupConverged")(
         error: e.message
       })
     ),
+    Effect.ensuring(Deferred.succeed(watching, undefined)),
     Effect.forkScoped
   )
+  yield* Deferred.await(watching)
+  yield* run("start")
   yield* Effect.sleep(interval).pipe(
     Effect.andThen(Queue.offer(triggers, "periodic")),
     Effect.forever,
