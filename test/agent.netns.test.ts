@@ -15,7 +15,15 @@
  * exactly one entry per pod IP and one record per pod; SIGTERM with calls in flight → the socket goes
  * at once, the calls finish and answer, and the agent exits 0.
  */
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync
+} from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { buildShim } from "../scripts/buildShim.ts"
@@ -40,6 +48,7 @@ import {
   netnsPath,
   randomPrefix,
   removePath,
+  run,
   tempDir
 } from "./sim/netns.ts"
 import { type AgentProcess, call, startAgent } from "./support/agentClient.ts"
@@ -223,6 +232,50 @@ describe.skipIf(missing.length > 0 && !integrationRequired)(
         assert.deepStrictEqual(throughAgent, alone)
       }, 300_000)
     }
+
+    it("agent --tenants FILE applies the tenants file with the live routing at start and again when it is replaced; SIGTERM stops it", async () => {
+      const ns = `${prefix}-tenants`
+      await createNetns(ns)
+      podNamespaces.push(ns)
+      for (const args of [
+        // No dummy module on every kernel: a veth pair does as well for reachable gateways.
+        ["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+        ["link", "set", "d0", "up"],
+        ["link", "set", "d1", "up"],
+        ["addr", "add", "192.0.2.1/24", "dev", "d0"],
+        ["addr", "add", "198.51.100.1/24", "dev", "d0"]
+      ])
+        assert.strictEqual((await run("ip", ["-n", ns, ...args])).code, 0, args.join(" "))
+      const file = join(dir, "tenants", "tenants.json")
+      mkdirSync(join(dir, "tenants"))
+      const write = (tenants: Record<string, unknown>) => {
+        writeFileSync(`${file}.tmp`, JSON.stringify({ tenants }))
+        renameSync(`${file}.tmp`, file)
+      }
+      const a = { mark: "0x10", table: 100, gateways: ["192.0.2.2"], priority: 1000 }
+      const b = { mark: "0x20", table: 200, gateways: ["198.51.100.2"], priority: 1001 }
+      write({ a })
+      const rules = async () => (await run("ip", ["-N", "-n", ns, "-4", "rule", "show"])).stdout
+      const tenantsAgent = startAgent(
+        ["--socket", join(dir, "tenants-run", "agent.sock"), "--tenants", file],
+        {
+          prefix: ["ip", "netns", "exec", ns]
+        }
+      )
+      try {
+        await tenantsAgent.ready
+        assert.match(tenantsAgent.stderr(), /"node-setup run",\{"reason":"start","changes":[1-9]/)
+        assert.match(await rules(), /^1000:.*fwmark 0x10.*lookup 100\b/m)
+        write({ a, b })
+        while (!tenantsAgent.stderr().includes('"node-setup run",{"reason":"change"'))
+          await new Promise((r) => setTimeout(r, 50))
+        assert.match(await rules(), /^1001:.*fwmark 0x20.*lookup 200/m)
+        tenantsAgent.child.kill("SIGTERM")
+        assert.deepStrictEqual(await tenantsAgent.exited, { code: 0, signal: null })
+      } finally {
+        if (tenantsAgent.child.exitCode === null) tenantsAgent.child.kill("SIGKILL")
+      }
+    }, 300_000)
 
     describe("through the Go shim", () => {
       let binDir = ""
