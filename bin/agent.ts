@@ -46,13 +46,25 @@ export interface AgentOptions {
 const NAME = "agent"
 const STOP_GUARD_MS = 5_000
 
+/** Exits 1 if stopping takes longer than STOP_GUARD_MS; cleared once the agent has stopped. */
+let guard: ReturnType<typeof setTimeout> | undefined
+
+/**
+ * Once stopped, the process is done: if a library's handle (a keep-alive socket, a watch) still holds
+ * the event loop, exit anyway, with the status the CLI has set by then; otherwise the loop drains first.
+ */
+const exitSoon = Effect.sync(() => {
+  clearTimeout(guard)
+  setTimeout(() => process.exit(process.exitCode ?? 0), 250).unref()
+})
+
 /** Resolves with the first SIGTERM/SIGINT; later ones are ignored while stopping. */
 const stopSignal = Effect.callback<NodeJS.Signals>((resume) => {
   let stopping = false
   const on = (signal: NodeJS.Signals) => {
     if (stopping) return
     stopping = true
-    setTimeout(() => {
+    guard = setTimeout(() => {
       process.stderr.write(`tenant-routing agent: not stopped ${STOP_GUARD_MS} ms after ${signal}; exiting\n`)
       process.exit(1)
     }, STOP_GUARD_MS).unref()
@@ -142,9 +154,15 @@ export const runAgent = (options: AgentOptions): Effect.Effect<void, CliExit> =>
     console.debug = toStderr
     yield* Effect.scoped(agent(options)).pipe(
       Effect.catchDefect((defect) =>
-        Effect.fail(failed(NAME, `not started: ${defect instanceof Error ? defect.message : String(defect)}`))
+        Effect.fail(
+          failed(
+            NAME,
+            `unexpected failure, please report it: ${defect instanceof Error ? defect.message : String(defect)}`
+          )
+        )
       ),
       Effect.andThen(Effect.logInfo("agent stopped", { socket: options.socket })),
+      Effect.andThen(exitSoon),
       Effect.provide(stderrLogging)
     )
   })
