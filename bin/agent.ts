@@ -6,10 +6,11 @@
  * loaded only when the agent runs: nothing here reaches the CNI path or the other subcommands.
  *
  * Start, in order: the kubeconfig is checked (`--kubeconfig`: a file that is missing or unusable is a
- * usage error, exit 2); the HTTP endpoints listen (`--metrics-address`: `/healthz` answers from here
- * on, `/readyz` says 503); the tenants file is applied once (`--tenants`, then kept converged in the
+ * usage error, exit 2) and its watch cache starts (with `--node-name`); the HTTP endpoints listen
+ * (`--metrics-address`: `/healthz` answers from here on, `/readyz` says 503); the tenants file is applied once (`--tenants`, then kept converged in the
  * background, src/programs/agentTenants.ts); the socket accepts calls; `agent ready` is logged (a JSON
- * line on stderr) and `/readyz` turns 200.
+ * line on stderr) and `/readyz` turns 200 — with a kubeconfig, once each cache has synced or has failed
+ * once (its reads then go to the API server directly, as without a cache).
  *
  * SIGTERM or SIGINT stop it: the socket is removed at once, calls in progress get up to 4 s to finish,
  * then the tenants loop and the HTTP endpoints stop, and it exits 0; a guard exits 1 if that has not
@@ -18,10 +19,11 @@
  */
 import { format } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import { Cause, Effect, Exit, Layer, Metric, type Scope } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Metric, type Scope } from "effect"
 import { AnnotationSource } from "../src/domain/tenancy/AnnotationSource.ts"
 import { AgentServer } from "../src/interpreters/live/AgentServer.ts"
 import { AnnotationsKubernetes } from "../src/interpreters/live/AnnotationsKubernetes.ts"
+import { AnnotationsWatchCache, WatchCacheStatus } from "../src/interpreters/live/AnnotationsWatchCache.ts"
 import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import { DelegateExec } from "../src/interpreters/live/DelegateExec.ts"
 import { loggingFor, stderrLogging } from "../src/interpreters/live/Logging.ts"
@@ -99,14 +101,29 @@ const agent = (options: AgentOptions): Effect.Effect<void, CliExit, Scope.Scope>
         return yield* usageError(NAME, `--kubeconfig ${kubeconfig}: ${messageOf(checked.cause)}`)
     }
 
+    // With --kubeconfig, the watch cache (AnnotationsWatchCache.ts) answers the calls whose config
+    // names the same file; its informers run from here until the agent stops. Without, direct reads.
+    let annotations: Layer.Layer<AnnotationSource> = AnnotationsKubernetes.layer
+    let cache: metrics.CacheView | undefined
+    if (options.kubeconfig !== undefined && options.nodeName !== undefined) {
+      const built = yield* Layer.build(
+        AnnotationsWatchCache.layer({ kubeconfig: options.kubeconfig, nodeName: options.nodeName })
+      )
+      cache = Context.get(built, WatchCacheStatus)
+      annotations = Layer.succeedContext(built)
+    }
+
     let serving = false
-    const ready = () => serving
+    const ready = () => serving && (cache === undefined || metrics.cacheSettled(cache))
 
     if (options.metricsAddress !== undefined) {
       const bound = yield* MetricsHttp.serve({
         ...options.metricsAddress,
         ready,
-        beforeScrape: metrics.refreshEntries.pipe(Effect.provide(NetfilterLive.layer()))
+        beforeScrape: Effect.all([
+          metrics.refreshEntries.pipe(Effect.provide(NetfilterLive.layer())),
+          cache === undefined ? Effect.void : metrics.refreshCache(cache)
+        ])
       }).pipe(Effect.mapError((e) => failed(NAME, `not started: ${e.msg}`)))
       yield* Effect.logInfo("agent metrics listening", { host: bound.host, port: bound.port })
     }
@@ -124,9 +141,9 @@ const agent = (options: AgentOptions): Effect.Effect<void, CliExit, Scope.Scope>
             DelegateExec.layer,
             NodeLockSocket.layer(),
             AttachmentStoreFiles.layer,
-            AnnotationsKubernetes.layer
-          ),
-          perCall: NetfilterLive.layer()
+            annotations,
+            NetfilterLive.layer()
+          )
         },
         loggingFor
       )

@@ -114,3 +114,34 @@ export const refreshEntries: Effect.Effect<void, never, Netfilter> = Effect.gen(
       yield* Metric.update(Metric.withAttributes(entries, { backend }), listed.success.length)
   }
 })
+
+/** What the metrics and readiness read of the watch cache (AnnotationsWatchCache's status). */
+export interface CacheView {
+  readonly synced: () => { readonly pods: boolean; readonly namespaces: boolean }
+  readonly counts: () => { readonly pods: number; readonly namespaces: number }
+  readonly lastErrors: () => { readonly pods: string | undefined; readonly namespaces: string | undefined }
+}
+
+const RESOURCES = ["pods", "namespaces"] as const
+
+/** Sets `cacheSynced` and `cacheObjects` from the cache's status. */
+export const refreshCache = (cache: CacheView): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const synced = cache.synced()
+    const counts = cache.counts()
+    for (const resource of RESOURCES) {
+      yield* Metric.update(Metric.withAttributes(cacheSynced, { resource }), synced[resource] ? 1 : 0)
+      yield* Metric.update(Metric.withAttributes(cacheObjects, { resource }), counts[resource])
+    }
+  })
+
+/**
+ * Whether calls can resolve their tenant: each cache is synced, or has failed at least once, in which
+ * case its reads go directly to the API server (the cache's fallback) — the same as without a cache.
+ * Only a cache still making its first attempt holds readiness back.
+ */
+export const cacheSettled = (cache: CacheView): boolean => {
+  const synced = cache.synced()
+  const errors = cache.lastErrors()
+  return RESOURCES.every((r) => synced[r] || errors[r] !== undefined)
+}
