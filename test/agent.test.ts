@@ -28,7 +28,7 @@ import {
   MAX_FRAME_BYTES
 } from "../src/interpreters/live/AgentServer.ts"
 import { MetricsHttp } from "../src/interpreters/live/MetricsHttp.ts"
-import { codeOf } from "../src/programs/agentMetrics.ts"
+import { type CacheView, cacheSettled, codeOf } from "../src/programs/agentMetrics.ts"
 import { runCni } from "../src/programs/dispatch.ts"
 import { removePath, tempDir } from "./sim/netns.ts"
 import {
@@ -42,6 +42,7 @@ import {
   sample,
   startAgent
 } from "./support/agentClient.ts"
+import { startKubeApiServer } from "./support/kubeApiServer.ts"
 import { silent, World } from "./support/memoryWorld.ts"
 
 const dirs: Array<string> = []
@@ -620,6 +621,115 @@ describe("agent HTTP endpoints", () => {
       )
     } finally {
       if (a.child.exitCode === null) a.child.kill("SIGKILL")
+    }
+  }, 120_000)
+})
+
+describe("agent --kubeconfig: the watch cache behind readiness and metrics", () => {
+  const view = (synced: [boolean, boolean], errors: [string | undefined, string | undefined]): CacheView => ({
+    synced: () => ({ pods: synced[0], namespaces: synced[1] }),
+    counts: () => ({ pods: 0, namespaces: 0 }),
+    lastErrors: () => ({ pods: errors[0], namespaces: errors[1] })
+  })
+
+  it("cacheSettled: ready exactly when each cache is synced or has failed (and so reads directly)", () => {
+    fc.assert(
+      fc.property(
+        fc.tuple(fc.boolean(), fc.boolean()),
+        fc.tuple(
+          fc.option(fc.constantFrom("403", "ECONNREFUSED", "500"), { nil: undefined }),
+          fc.option(fc.constantFrom("403", "ECONNREFUSED"), { nil: undefined })
+        ),
+        (synced, errors) => {
+          const expected = (synced[0] || errors[0] !== undefined) && (synced[1] || errors[1] !== undefined)
+          assert.strictEqual(cacheSettled(view(synced, errors)), expected)
+        }
+      )
+    )
+  })
+
+  const readyz = async (port: number) => (await httpGet(port, "/readyz")).status
+  const waitReady = async (port: number) => {
+    while ((await readyz(port)) !== 200) await new Promise((r) => setTimeout(r, 50))
+  }
+
+  it("an agent whose cache is still listing is not ready (503); once synced it is (200), and /metrics shows each cache synced with the objects it holds", async () => {
+    const server = await startKubeApiServer({
+      namespaces: [
+        { name: "default" },
+        { name: "team-a", annotations: { "tenant.routing/fwmark": "tenant-a" } }
+      ],
+      pods: [
+        { namespace: "default", name: "here", nodeName: "n1" },
+        { namespace: "default", name: "elsewhere", nodeName: "n2" }
+      ]
+    })
+    const dir = freshDir()
+    const kubeconfig = join(dir, "kubeconfig")
+    server.writeKubeconfig(kubeconfig)
+    // The first pod list is held: the cache cannot have synced while it is.
+    server.setFault({ kind: "delay", ms: 30_000, resource: "pods", verb: "list", times: 1 })
+    const a = startAgent([
+      "--socket",
+      join(dir, "agent.sock"),
+      "--kubeconfig",
+      kubeconfig,
+      "--node-name",
+      "n1",
+      "--metrics-address",
+      "127.0.0.1:0"
+    ])
+    try {
+      await a.ready
+      const port = metricsPort(a.stderr())
+      assert.strictEqual(await readyz(port), 503)
+      assert.strictEqual(
+        sample((await httpGet(port, "/metrics")).body, 'tenant_routing_agent_cache_synced{resource="pods"}'),
+        0
+      )
+      await waitReady(port)
+      const body = (await httpGet(port, "/metrics")).body
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 1)
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="namespaces"}'), 1)
+      assert.strictEqual(
+        sample(body, 'tenant_routing_agent_cache_objects{resource="pods"}'),
+        1,
+        "only this node's pods"
+      )
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_objects{resource="namespaces"}'), 2)
+      assert.strictEqual(sample(body, "tenant_routing_agent_ready"), 1)
+      a.child.kill("SIGTERM")
+      assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
+    } finally {
+      if (a.child.exitCode === null) a.child.kill("SIGKILL")
+      await server.close()
+    }
+  }, 120_000)
+
+  it("an API server that cannot be reached: the cache falls back to direct reads, so the agent is ready, with the caches shown unsynced", async () => {
+    const server = await startKubeApiServer()
+    const dir = freshDir()
+    const kubeconfig = join(dir, "kubeconfig")
+    // A closed port on loopback: every list is refused.
+    server.writeKubeconfig(kubeconfig, { server: "https://127.0.0.1:1" })
+    const a = startAgent(
+      ["--socket", join(dir, "agent.sock"), "--kubeconfig", kubeconfig, "--metrics-address", "127.0.0.1:0"],
+      {
+        env: { ...process.env, NODE_NAME: "n1" }
+      }
+    )
+    try {
+      await a.ready
+      const port = metricsPort(a.stderr())
+      await waitReady(port)
+      const body = (await httpGet(port, "/metrics")).body
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 0)
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="namespaces"}'), 0)
+      a.child.kill("SIGTERM")
+      assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
+    } finally {
+      if (a.child.exitCode === null) a.child.kill("SIGKILL")
+      await server.close()
     }
   }, 120_000)
 })
