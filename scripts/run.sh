@@ -44,8 +44,8 @@ case "$task" in
     # private mount namespace where every directory the product writes to is an empty tmpfs.
     if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null 2>&1; then
       exec unshare --mount --propagation private sh -c '
-        for d in /etc/iproute2 /etc/tenant-routing /etc/cni/net.d /opt/cni/bin /var/lib/cni /run/tenant-routing; do
-          mkdir -p "$d" && mount -t tmpfs tmpfs "$d"
+        for d in /etc/iproute2 /etc/tenant-routing /etc/cni /opt /var/lib/cni /run; do
+          if [ -d "$d" ]; then mount -t tmpfs tmpfs "$d"; fi
         done
         exec stryker run "$@"' stryker "$@"
     fi
