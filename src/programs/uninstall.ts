@@ -35,6 +35,8 @@ export interface UninstallOptions {
   readonly cniCacheDir: string
   /** The tenants file's config: its rules and routes are removed. Undefined: routing is left alone. */
   readonly tenants: NodeSetupConfig | undefined
+  /** The host copy of the tenants file `install` wrote; removed. */
+  readonly tenantsCopy: string
   readonly force: boolean
 }
 
@@ -128,7 +130,7 @@ export const uninstall = Effect.fn("uninstall")(function* (
   const credentialsLeft = yield* fs
     .readDirectory(host(o.credentialsDir))
     .pipe(Effect.orElseSucceed((): ReadonlyArray<string> => ["(unreadable)"]))
-  if (credentialsLeft.length === 0) yield* remove(o.credentialsDir, "credentials dir")
+  if (credentialsLeft.length === 0) yield* remove(o.credentialsDir, "credentials dir", true)
 
   const routing =
     o.tenants === undefined
@@ -136,6 +138,8 @@ export const uninstall = Effect.fn("uninstall")(function* (
       : yield* nodeSetup(o.tenants, { mode: "remove" }).pipe(
           Effect.mapError((e) => new UninstallFailed({ message: `node-setup --remove: ${e.message}` }))
         )
+  // After the routing is gone: a failed removal above leaves the file for the retry.
+  yield* remove(o.tenantsCopy, "tenants file")
 
   const held = holders.length > 0
   if (held && !o.force) {
