@@ -18,6 +18,7 @@
  */
 import { Cause, Effect, Layer, type Scope } from "effect"
 import { unexpectedError } from "../domain/cni/CniError.ts"
+import { NEWEST_VERSION } from "../domain/cni/CniVersion.ts"
 import { parseStdin, replyVersion } from "../domain/cni/Invocation.ts"
 import type { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { type CniOutput, type CniServices, type LogSettings, runCni } from "./dispatch.ts"
@@ -49,7 +50,7 @@ export const makeCallHandler = Effect.fn("agent.makeCallHandler")(function* (
           yield* Effect.logError("agent call failed unexpectedly", { cause: Cause.pretty(cause) })
           const parsed = parseStdin(stdin)
           const doc = unexpectedError(
-            "json" in parsed ? replyVersion(parsed.json) : "1.1.0",
+            "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION,
             Cause.pretty(cause).split("\n")[0]?.slice(0, 200) ?? "unknown"
           )
           return { stdout: JSON.stringify(doc), exitCode: 1 }

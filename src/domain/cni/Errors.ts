@@ -72,6 +72,17 @@ export class NamespaceUnreadable extends Schema.TaggedError<NamespaceUnreadable>
   readonly code = 11 as const
 }
 
+/**
+ * 11 too, and never covered by failurePolicy open: the pod's namespace was read and is pinned, but
+ * the pod could not be read, so whether its own annotation names an allowed tenant is unknown.
+ * Starting it untagged would let it leave through the default gateway, out of its namespace's tenant.
+ */
+export class PinnedPodUnreadable extends Schema.TaggedError<PinnedPodUnreadable>()("PinnedPodUnreadable", {
+  msg: Schema.String
+}) {
+  readonly code = 11 as const
+}
+
 /** 50: STATUS found the plugin unable to serve ADD (its netfilter backend is unusable). */
 export class NotAvailable extends Schema.TaggedError<NotAvailable>()("NotAvailable", {
   msg: Schema.String
@@ -135,6 +146,7 @@ export type CniFailure =
   | InvalidConfig
   | TryAgainLater
   | NamespaceUnreadable
+  | PinnedPodUnreadable
   | NotAvailable
   | TenantRejected
   | NetfilterFailed
