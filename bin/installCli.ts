@@ -70,6 +70,12 @@ export const installCommand = (env: InstallCliEnv) =>
         "FILE",
         "tenants file (node-setup's format) whose tenants and markMask replace the template's"
       ),
+      tenantsDest: stringFlag(
+        "tenants-dest",
+        "FILE",
+        "host path the tenants file is copied to (for the agent's --tenants and doctor)",
+        INSTALL_DEFAULTS.tenantsDest
+      ),
       binary: optionalString(
         "binary",
         "FILE",
@@ -105,6 +111,7 @@ export const installCommand = (env: InstallCliEnv) =>
           saDir: flags.saDir,
           server,
           tenantsFile: flags.tenants._tag === "Some" ? flags.tenants.value : undefined,
+          tenantsDest: flags.tenantsDest,
           binary,
           shim: flags.shim._tag === "Some" ? flags.shim.value : join(dirname(binary), SHIM_NAME)
         }).pipe(

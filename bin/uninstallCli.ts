@@ -4,12 +4,17 @@
  * (pods still hold the executables, named in the output: delete them and run it again, or pass
  * --force) or removing failed; 2 usage — a bad flag, or a tenants file that is missing or invalid.
  */
+import { join } from "node:path"
 import { Effect, FileSystem, Layer, Result } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { ChildProcessSpawner } from "effect/process"
 import { DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
-import { decodeNodeSetupConfigJson, formatIssues } from "../src/domain/node-setup/NodeSetupConfig.ts"
+import {
+  DEFAULT_TENANTS_FILE,
+  decodeNodeSetupConfigJson,
+  formatIssues
+} from "../src/domain/node-setup/NodeSetupConfig.ts"
 import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
@@ -65,7 +70,9 @@ export const uninstallCommand = (env: UninstallCliEnv) =>
       tenants: Flag.String("tenants").pipe(
         Flag.withMetavar("FILE"),
         Flag.optional,
-        Flag.withDescription("tenants file: also remove the rules and routes node-setup installed from it")
+        Flag.withDescription(
+          `tenants file whose rules and routes node-setup installed, to remove them (default: the copy install wrote, ${DEFAULT_TENANTS_FILE} under --host-root, if it exists)`
+        )
       ),
       force: switchFlag(
         "force",
@@ -77,8 +84,14 @@ export const uninstallCommand = (env: UninstallCliEnv) =>
       Effect.gen(function* () {
         const fs = yield* FileSystem.FileSystem
         let tenants: Parameters<typeof uninstall>[0]["tenants"]
-        if (flags.tenants._tag === "Some") {
-          const file = flags.tenants.value
+        const tenantsCopy = join(flags.hostRoot, DEFAULT_TENANTS_FILE)
+        const file =
+          flags.tenants._tag === "Some"
+            ? flags.tenants.value
+            : (yield* fs.exists(tenantsCopy).pipe(Effect.orElseSucceed(() => false)))
+              ? tenantsCopy
+              : undefined
+        if (file !== undefined) {
           const text = yield* fs
             .readFileString(file)
             .pipe(
@@ -107,6 +120,7 @@ export const uninstallCommand = (env: UninstallCliEnv) =>
           stateDir: flags.stateDir,
           cniCacheDir: flags.cniCacheDir,
           tenants,
+          tenantsCopy: DEFAULT_TENANTS_FILE,
           force: flags.force
         }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: 1, message: e.message })))
         yield* printResult(flags.json, report, formatUninstall)

@@ -24,14 +24,18 @@ import { cniChainingIssue, conflistsBefore } from "../domain/install/CiliumChain
 import { renderConflist, withTenants } from "../domain/install/Conflist.ts"
 import { kubeconfigYaml } from "../domain/install/Kubeconfig.ts"
 import { NodeSource } from "../domain/install/NodeSource.ts"
-import { decodeNodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
+import { DEFAULT_TENANTS_FILE, decodeNodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
 import { describeFileError } from "./fileError.ts"
 
 export interface InstallOptions {
   readonly node: string
   readonly template: string
-  /** A tenants file (node-setup's format) whose tenants replace the template's; undefined: keep them. */
+  /**
+   * A tenants file (node-setup's format) whose tenants replace the template's, copied to
+   * `tenantsDest` on the host for the agent and doctor; undefined: keep the template's.
+   */
   readonly tenantsFile: string | undefined
+  readonly tenantsDest: string
   readonly hostRoot: string
   readonly cniBinDir: string
   readonly cniConfDir: string
@@ -58,7 +62,8 @@ export const INSTALL_DEFAULTS = {
   // "00-": the runtime uses the config file that sorts first, and Cilium writes 05-cilium.conflist.
   conflistName: "00-tenant-routing.conflist",
   credentialsDir: "/etc/cni/net.d/tenant-routing",
-  saDir: "/var/run/secrets/kubernetes.io/serviceaccount"
+  saDir: "/var/run/secrets/kubernetes.io/serviceaccount",
+  tenantsDest: DEFAULT_TENANTS_FILE
 } as const
 
 /** `usage`: the operator's input is wrong (exit 2); otherwise installing failed (exit 1). */
@@ -185,20 +190,24 @@ export const install = Effect.fn("install")(function* (
   const paths = yield* Path.Path
   const read = (file: string, what: string, hint: string, usage: boolean) =>
     fs.readFile(file).pipe(Effect.mapError((e) => failed(describeFileError(e, what, file, hint), usage)))
-  const readJson = (file: string, what: string, hint: string) =>
-    Effect.flatMap(read(file, what, hint, true), (bytes) =>
-      Effect.try({
-        try: () => JSON.parse(new TextDecoder().decode(bytes)) as unknown,
-        catch: (e) => failed(`${what} ${file} is not JSON (${(e as Error).message}); fix the ConfigMap`, true)
-      })
-    )
+  const parseJson = (bytes: Uint8Array, file: string, what: string) =>
+    Effect.try({
+      try: () => JSON.parse(new TextDecoder().decode(bytes)) as unknown,
+      catch: (e) => failed(`${what} ${file} is not JSON (${(e as Error).message}); fix the ConfigMap`, true)
+    })
 
-  const rawTemplate = yield* readJson(o.template, "conflist template", "pass --template FILE")
+  const templateFile = "conflist template"
+  const rawTemplate = yield* parseJson(
+    yield* read(o.template, templateFile, "pass --template FILE", true),
+    o.template,
+    templateFile
+  )
   let template = rawTemplate
+  let tenantsBytes: Uint8Array | undefined
   if (o.tenantsFile !== undefined) {
-    const decoded = decodeNodeSetupConfig(
-      yield* readJson(o.tenantsFile, "tenants file", "pass --tenants FILE (node-setup's format)")
-    )
+    const tenantsHint = "pass --tenants FILE (node-setup's format)"
+    tenantsBytes = yield* read(o.tenantsFile, "tenants file", tenantsHint, true)
+    const decoded = decodeNodeSetupConfig(yield* parseJson(tenantsBytes, o.tenantsFile, "tenants file"))
     if (Result.isFailure(decoded))
       return yield* failed(
         `tenants file ${o.tenantsFile} is not valid:\n${decoded.failure.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`,
@@ -244,6 +253,9 @@ export const install = Effect.fn("install")(function* (
       0o600,
       "kubeconfig"
     ],
+    ...(tenantsBytes === undefined
+      ? []
+      : [[o.tenantsDest, Effect.succeed(tenantsBytes), 0o644, "tenants file"] as const]),
     [
       conflistPath,
       Effect.succeed(new TextEncoder().encode(`${JSON.stringify(rendered.conflist, null, 2)}\n`)),
