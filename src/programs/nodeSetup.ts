@@ -17,9 +17,9 @@ import { Routing, RoutingError } from "../domain/node-setup/Routing.ts"
 import {
   type Blocked,
   describe,
-  type Entry,
   describeChange,
   desired,
+  type Entry,
   FAMILIES,
   OUR_PROTOCOL,
   type Plan,
@@ -177,7 +177,8 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
     naming && options.mode !== "remove"
       ? yield* editRtTables(rtTablesPath, (t) => rtTablesWith(t, names), apply, true)
       : undefined
-  const protosBefore = naming && options.mode !== "remove" ? yield* editRtProtos(rtProtosPath, true, apply) : []
+  const protosBefore =
+    naming && options.mode !== "remove" ? yield* editRtProtos(rtProtosPath, true, apply) : []
 
   if (apply) {
     yield* Effect.forEach(
@@ -200,7 +201,8 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
     naming && options.mode === "remove" && names.length > 0
       ? yield* editRtTables(rtTablesPath, (t) => rtTablesWithout(t, names), apply, false)
       : undefined
-  const protosAfter = naming && options.mode === "remove" ? yield* editRtProtos(rtProtosPath, false, apply) : []
+  const protosAfter =
+    naming && options.mode === "remove" ? yield* editRtProtos(rtProtosPath, false, apply) : []
   const rt = rtBefore ?? rtAfter
   const rtLines = [
     ...(rt === undefined

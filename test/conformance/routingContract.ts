@@ -258,7 +258,10 @@ export const routingContract = (name: string, makeLayer: () => Layer.Layer<Routi
             const found = (yield* r.routesWithProtocol(family, OUR_PROTOCOL)).map(normal)
             assert.deepStrictEqual(
               found.map((x) => `${x.table} ${x.metric}`).sort(),
-              [ours, oursElsewhere].map(normal).map((x) => `${x.table} ${x.metric}`).sort()
+              [ours, oursElsewhere]
+                .map(normal)
+                .map((x) => `${x.table} ${x.metric}`)
+                .sort()
             )
             assert.deepStrictEqual(yield* r.routesWithProtocol(family, 201), [])
             // Same slot, another protocol: still the one slot.
@@ -281,20 +284,30 @@ export const routingContract = (name: string, makeLayer: () => Layer.Layer<Routi
           for (const family of [4, 6] as const) {
             const table = nextTable++
             const [single, multi, unreachable] = routesFor(family, table) as [Route, Route, Route]
-            const multiAtDefault: Route = { ...multi, metric: effectiveMetric(single), protocol: OUR_PROTOCOL }
+            const multiAtDefault: Route = {
+              ...multi,
+              metric: effectiveMetric(single),
+              protocol: OUR_PROTOCOL
+            }
             yield* add(r, single)
             yield* add(r, unreachable)
             const sorted = (routes: ReadonlyArray<Route>) =>
               routes.map(normal).sort((a, b) => a.metric - b.metric)
             // untagged single-hop -> ours multipath, then back to a single hop of ours.
             yield* replace(r, multiAtDefault)
-            assert.deepStrictEqual(sorted(yield* r.routes(family, table)), sorted([multiAtDefault, unreachable]))
+            assert.deepStrictEqual(
+              sorted(yield* r.routes(family, table)),
+              sorted([multiAtDefault, unreachable])
+            )
             const oursSingle: Route = { ...single, gateways: [GW[family][1]!], protocol: OUR_PROTOCOL }
             yield* replace(r, oursSingle)
             // untagged unreachable -> ours, the adoption node-setup does.
             const oursUnreachable: Route = { ...unreachable, protocol: OUR_PROTOCOL }
             yield* replace(r, oursUnreachable)
-            assert.deepStrictEqual(sorted(yield* r.routes(family, table)), sorted([oursSingle, oursUnreachable]))
+            assert.deepStrictEqual(
+              sorted(yield* r.routes(family, table)),
+              sorted([oursSingle, oursUnreachable])
+            )
             // An empty slot: replace adds.
             const third: Route = { ...oursSingle, metric: 10 }
             yield* replace(r, third)

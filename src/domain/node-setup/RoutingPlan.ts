@@ -246,7 +246,9 @@ export const tablesOf = (
   const seen = new Set<string>()
   const pairs = [
     ...state.routes.map((r) => ({ family: r.family, table: r.table })),
-    ...state.rules.filter((r) => isOurRule(r) && r.table !== 0).map((r) => ({ family: r.family, table: r.table }))
+    ...state.rules
+      .filter((r) => isOurRule(r) && r.table !== 0)
+      .map((r) => ({ family: r.family, table: r.table }))
   ]
   return pairs.filter((p) => {
     const key = `${p.family}|${p.table}`
@@ -272,7 +274,11 @@ const inScope = (want: RoutingState, current: RoutingState) => {
 }
 
 /** Everything in scope that is not tagged ours and that this plan does not touch. */
-const foreignOf = (want: RoutingState, current: RoutingState, touched: ReadonlyArray<Entry>): Array<Entry> => {
+const foreignOf = (
+  want: RoutingState,
+  current: RoutingState,
+  touched: ReadonlyArray<Entry>
+): Array<Entry> => {
   const scope = inScope(want, current)
   return [
     ...current.rules.filter(scope.rule).map(ruleEntry),
@@ -440,8 +446,7 @@ const routeWords = (r: Route, op: Change["op"] | "show"): Array<string> => {
   const single = r.gateways.length === 1
   // A delete always names the protocol, so it can only hit the route it read (0 would be a wildcard;
   // no route node-setup reads has it). Otherwise named when it is not ip's default, boot.
-  const protocol =
-    op === "remove" || r.protocol !== undefined ? ["proto", String(routeProtocol(r))] : []
+  const protocol = op === "remove" || r.protocol !== undefined ? ["proto", String(routeProtocol(r))] : []
   return [
     ...type,
     r.dst,

@@ -146,7 +146,9 @@ const toRoute = (family: Family, table: number, j: typeof RouteJson.Type, protoc
     dst: j.dst,
     gateways: gateways.map(canonicalIp),
     ...(j.metric === undefined ? {} : { metric: j.metric }),
-    ...withProtocol(protocolOf(protocol === undefined ? j.protocol : String(protocol), ROUTE_DEFAULT_PROTOCOL)),
+    ...withProtocol(
+      protocolOf(protocol === undefined ? j.protocol : String(protocol), ROUTE_DEFAULT_PROTOCOL)
+    ),
     ...(other.length === 0 ? {} : { other: other.join(" ") })
   }
 }

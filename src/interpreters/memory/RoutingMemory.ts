@@ -24,9 +24,9 @@ import {
   type Change,
   effectiveMetric,
   type IpRule,
+  ROUTE_DEFAULT_PROTOCOL,
   type Route,
   type RoutingState,
-  ROUTE_DEFAULT_PROTOCOL,
   RULE_DEFAULT_PROTOCOL,
   routeProtocol,
   ruleDeleteMatches,
@@ -73,7 +73,9 @@ const storedRule = (rule: IpRule): IpRule => {
 const storedRoute = (route: Route): Route => {
   const { protocol: _, ...rest } = route
   const stored = { ...rest, metric: effectiveMetric(route) }
-  return routeProtocol(route) === ROUTE_DEFAULT_PROTOCOL ? stored : { ...stored, protocol: routeProtocol(route) }
+  return routeProtocol(route) === ROUTE_DEFAULT_PROTOCOL
+    ? stored
+    : { ...stored, protocol: routeProtocol(route) }
 }
 
 const step = (state: RoutingState, change: Change): RoutingState | string => {
