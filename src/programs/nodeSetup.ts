@@ -51,7 +51,7 @@ export interface NodeSetupOptions {
   readonly writeRtTables?: boolean
   /** Default `/etc/iproute2/rt_tables`; tests point it elsewhere. */
   readonly rtTablesPath?: string
-  /** Default `DEFAULT_RT_PROTOS`; tests point it elsewhere. */
+  /** Default `rt_protos.d/tenant-routing.conf` beside `rtTablesPath` (`DEFAULT_RT_PROTOS` for the default). */
   readonly rtProtosPath?: string
 }
 
@@ -169,7 +169,16 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
   }
 
   const rtTablesPath = options.rtTablesPath ?? DEFAULT_RT_TABLES
-  const rtProtosPath = options.rtProtosPath ?? DEFAULT_RT_PROTOS
+  // Beside rt_tables unless told otherwise, so pointing rt_tables elsewhere never writes /etc.
+  const rtProtosPath =
+    options.rtProtosPath ??
+    (options.rtTablesPath === undefined
+      ? DEFAULT_RT_PROTOS
+      : (yield* Path.Path).join(
+          (yield* Path.Path).dirname(rtTablesPath),
+          "rt_protos.d",
+          "tenant-routing.conf"
+        ))
   const names = config === undefined ? [] : tableNamesOf(config)
   const apply = options.dryRun !== true
   const naming = options.writeRtTables === true
