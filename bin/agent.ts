@@ -30,9 +30,9 @@ const liveLayers = async () => {
       d.DelegateExec.layer,
       l.NodeLockSocket.layer(),
       a.AttachmentStoreFiles.layer,
-      k.AnnotationsKubernetes.layer
-    ),
-    perCall: n.NetfilterLive.layer()
+      k.AnnotationsKubernetes.layer,
+      n.NetfilterLive.layer()
+    )
   }
 }
 

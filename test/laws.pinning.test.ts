@@ -68,7 +68,9 @@ type Expected = { readonly mark: number } | "untagged" | { readonly refused: 11 
  * 1. a namespace unreadable under strict (401/403/5xx/timeout) refuses with 11, whatever else
  *    happened and whatever failurePolicy says;
  * 2. otherwise any other unavailable read (pod: 401/403/5xx/timeout; namespace under best-effort:
- *    401/5xx/timeout) is 11 under closed and untagged under open;
+ *    401/5xx/timeout) is 11 under closed and untagged under open — except a pod that could not be
+ *    read in a namespace that was read and is pinned: 11 whatever failurePolicy says, since starting
+ *    it untagged would let it escape its namespace's tenant;
  * 3. otherwise the annotations decide (a 404, or a 403 on the namespace under best-effort, offers
  *    none): pinned namespace → its tenant, the pod's if in its set, else 100; unpinned → the pod's.
  */
@@ -77,7 +79,9 @@ const oracle = (s: Scenario): Expected => {
   if (s.pinning === "strict" && failed(s.nsRead)) return { refused: 11 }
   const nsUnavailable = failed(s.nsRead) && !(s.pinning === "best-effort" && s.nsRead === "403")
   const podUnavailable = !s.viaRuntime && failed(s.podRead)
-  if (nsUnavailable || podUnavailable) return s.failurePolicy === "open" ? "untagged" : { refused: 11 }
+  const pinnedAndRead = s.nsRead === "ok" && (s.nsTenant !== undefined || s.nsAllowed !== undefined)
+  if (nsUnavailable || podUnavailable)
+    return s.failurePolicy === "open" && !pinnedAndRead ? "untagged" : { refused: 11 }
 
   const nsOffers = s.nsRead === "ok"
   const nsTenant = nsOffers ? s.nsTenant : undefined

@@ -7,6 +7,9 @@
  */
 import { execFileSync, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, type Layer, Result } from "effect"
 import type { Backend } from "../src/domain/cni/Config.ts"
@@ -29,18 +32,21 @@ const run = (args: ReadonlyArray<string>, input?: string): string =>
 /** A fresh netns for one describe block: created before its tests, deleted after, even on failure. */
 const useNetns = (label: string) => {
   const ns = `trw-nf-${label}-${randomBytes(4).toString("hex")}`
+  // The netns's own generation files: views kept here are invalidated by nobody else's tests.
+  const generationDir = join(tmpdir(), ns)
   beforeAll(() => {
     run(["ip", "netns", "add", ns])
   })
   afterAll(() => {
     spawnSync("ip", ["netns", "del", ns])
+    rmSync(generationDir, { recursive: true, force: true })
   })
   return {
     ns,
     exec: (...args: ReadonlyArray<string>) => run(["ip", "netns", "exec", ns, ...args]),
     feed: (input: string, ...args: ReadonlyArray<string>) => run(["ip", "netns", "exec", ns, ...args], input),
     layer: (options: NetfilterLiveOptions = {}): Layer.Layer<Netfilter> =>
-      layer({ ...options, prefix: ["ip", "netns", "exec", ns] })
+      layer({ generationDir, ...options, prefix: ["ip", "netns", "exec", ns] })
   }
 }
 
@@ -270,34 +276,36 @@ describe.skipIf(!canRun)("live iptables backend", () => {
     )
   )
 
-  it.effect("a reused listing that went stale fails safely and is retried on a fresh read", () =>
-    withNf(net.layer({ reuseListingFor: "1 minute" }), (nf) =>
-      Effect.gen(function* () {
-        yield* reset("iptables")
-        // Stale "chain exists": an outsider removed jump and chain after our listing.
-        yield* nf.list("iptables")
-        net.exec("iptables", "-t", "mangle", "-D", "PREROUTING", "-j", "TRW-MARK")
-        net.exec("iptables", "-t", "mangle", "-X", "TRW-MARK")
-        const e = entry("10.0.0.9", 4, 0x10, A)
-        yield* nf.apply("iptables", { remove: [], add: [e] })
-        assertEntries(yield* nf.list("iptables"), [e])
-        assert.strictEqual(preroutingRules(save(4))[0], "-A PREROUTING -j TRW-MARK")
-        // Stale "chain missing": recreated with a rule meanwhile. Declaring it would flush that rule.
-        net.exec("iptables", "-t", "mangle", "-D", "PREROUTING", "-j", "TRW-MARK")
-        net.exec("iptables", "-t", "mangle", "-F", "TRW-MARK")
-        net.exec("iptables", "-t", "mangle", "-X", "TRW-MARK")
-        yield* nf.list("iptables")
-        net.exec("iptables", "-t", "mangle", "-N", "TRW-MARK")
-        net.exec("iptables", "-t", "mangle", "-A", "TRW-MARK", "-s", "192.0.2.9/32", "-j", "ACCEPT")
-        yield* nf.apply("iptables", { remove: [], add: [e] })
-        assert.include(save(4), "-A TRW-MARK -s 192.0.2.9/32 -j ACCEPT")
-        assertEntries(yield* nf.list("iptables"), [e])
-        // Stale "rule present": removed by an outsider; the removal still succeeds.
-        net.exec("iptables", "-t", "mangle", "-F", "TRW-MARK")
-        yield* nf.apply("iptables", { remove: [e], add: [] })
-        assertEntries(yield* nf.list("iptables"), [])
-      })
-    )
+  it.effect(
+    "a kept view that went stale (an outsider changed the kernel) fails safely and is retried on a fresh read",
+    () =>
+      withNf(net.layer(), (nf) =>
+        Effect.gen(function* () {
+          yield* reset("iptables")
+          // Stale "chain exists": an outsider removed jump and chain after our listing.
+          yield* nf.list("iptables")
+          net.exec("iptables", "-t", "mangle", "-D", "PREROUTING", "-j", "TRW-MARK")
+          net.exec("iptables", "-t", "mangle", "-X", "TRW-MARK")
+          const e = entry("10.0.0.9", 4, 0x10, A)
+          yield* nf.apply("iptables", { remove: [], add: [e] })
+          assertEntries(yield* nf.list("iptables"), [e])
+          assert.strictEqual(preroutingRules(save(4))[0], "-A PREROUTING -j TRW-MARK")
+          // Stale "chain missing": recreated with a rule meanwhile. Declaring it would flush that rule.
+          net.exec("iptables", "-t", "mangle", "-D", "PREROUTING", "-j", "TRW-MARK")
+          net.exec("iptables", "-t", "mangle", "-F", "TRW-MARK")
+          net.exec("iptables", "-t", "mangle", "-X", "TRW-MARK")
+          yield* nf.list("iptables")
+          net.exec("iptables", "-t", "mangle", "-N", "TRW-MARK")
+          net.exec("iptables", "-t", "mangle", "-A", "TRW-MARK", "-s", "192.0.2.9/32", "-j", "ACCEPT")
+          yield* nf.apply("iptables", { remove: [], add: [e] })
+          assert.include(save(4), "-A TRW-MARK -s 192.0.2.9/32 -j ACCEPT")
+          assertEntries(yield* nf.list("iptables"), [e])
+          // Stale "rule present": removed by an outsider; the removal still succeeds.
+          net.exec("iptables", "-t", "mangle", "-F", "TRW-MARK")
+          yield* nf.apply("iptables", { remove: [e], add: [] })
+          assertEntries(yield* nf.list("iptables"), [])
+        })
+      )
   )
 })
 
@@ -417,25 +425,80 @@ describe.skipIf(!canRun)("live nftables backend", () => {
     )
   )
 
-  it.effect("a reused listing that went stale fails safely and is retried on a fresh read", () =>
-    withNf(net.layer({ reuseListingFor: "1 minute" }), (nf) =>
+  it.effect(
+    "a kept view that went stale (an outsider changed the kernel) fails safely and is retried on a fresh read",
+    () =>
+      withNf(net.layer(), (nf) =>
+        Effect.gen(function* () {
+          yield* reset("nftables")
+          const e = entry("10.0.0.5", 4, 0x10, A)
+          yield* nf.apply("nftables", { remove: [], add: [e] })
+          // Stale "table exists": deleted by an outsider after our listing.
+          yield* nf.list("nftables")
+          net.exec("nft", "delete", "table", "inet", "tenant_routing")
+          const e2 = entry("10.0.0.6", 4, 0x10, B)
+          yield* nf.apply("nftables", { remove: [], add: [e, e2] })
+          assertEntries(yield* nf.list("nftables"), [e, e2])
+          // Stale "element present": deleted meanwhile; the removal still succeeds.
+          net.exec("nft", "delete", "element", "inet", "tenant_routing", "m10_v4", "{ 10.0.0.5, 10.0.0.6 }")
+          yield* nf.apply("nftables", { remove: [e, e2], add: [] })
+          assertEntries(yield* nf.list("nftables"), [])
+        })
+      )
+  )
+})
+
+describe.skipIf(!canRun)("live views kept between calls", () => {
+  const net = useNetns("view")
+
+  for (const backend of ["iptables", "nftables"] as const satisfies ReadonlyArray<Backend>) {
+    it.effect(`${backend}: a view is kept across calls until another instance changes the backend`, () =>
       Effect.gen(function* () {
-        yield* reset("nftables")
-        const e = entry("10.0.0.5", 4, 0x10, A)
-        yield* nf.apply("nftables", { remove: [], add: [e] })
-        // Stale "table exists": deleted by an outsider after our listing.
-        yield* nf.list("nftables")
-        net.exec("nft", "delete", "table", "inet", "tenant_routing")
-        const e2 = entry("10.0.0.6", 4, 0x10, B)
-        yield* nf.apply("nftables", { remove: [], add: [e, e2] })
-        assertEntries(yield* nf.list("nftables"), [e, e2])
-        // Stale "element present": deleted meanwhile; the removal still succeeds.
-        net.exec("nft", "delete", "element", "inet", "tenant_routing", "m10_v4", "{ 10.0.0.5, 10.0.0.6 }")
-        yield* nf.apply("nftables", { remove: [e, e2], add: [] })
-        assertEntries(yield* nf.list("nftables"), [])
+        // Two services on one generation directory: two processes of this code on one node.
+        const serviceOf = (l: Layer.Layer<Netfilter>) =>
+          Effect.gen(function* () {
+            return yield* Netfilter
+          }).pipe(Effect.provide(l))
+        const agent = yield* serviceOf(net.layer())
+        const other = yield* serviceOf(net.layer())
+        yield* Effect.provide(reset(backend), net.layer())
+        const e = entry("10.0.0.21", 4, 0x10, A)
+        const f = entry("10.0.0.22", 4, 0x10, B)
+        yield* agent.apply(backend, { remove: [], add: [e] })
+        assertEntries(yield* agent.list(backend), [e])
+        // An outsider (no token) changes the kernel: the kept view does not see it, which proves it is
+        // kept rather than read again.
+        if (backend === "iptables") {
+          net.exec(
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            "TRW-MARK",
+            ...Ipt.ruleSpec(f)
+              .split(" ")
+              .map((w) => w.replaceAll('"', ""))
+          )
+        } else {
+          net.exec(
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "tenant_routing",
+            "m10_v4",
+            `{ 10.0.0.22 comment "${B}" }`
+          )
+        }
+        assertEntries(yield* agent.list(backend), [e])
+        // Another instance's apply replaces the token: the next list reads the kernel.
+        yield* other.apply(backend, { remove: [e], add: [] })
+        assertEntries(yield* agent.list(backend), [f])
+        yield* agent.apply(backend, { remove: [f], add: [] })
+        assertEntries(yield* other.list(backend), [])
       })
     )
-  )
+  }
 })
 
 describe.skipIf(!canRun)("live Netfilter failures", () => {
@@ -445,7 +508,7 @@ describe.skipIf(!canRun)("live Netfilter failures", () => {
     it.effect(
       `${backend}: a failing tool is NetfilterFailed with its stderr; removal says whether anything was added`,
       () =>
-        withNf(layer({ prefix: missingNs }), (nf) =>
+        withNf(layer({ prefix: missingNs, generationDir: null }), (nf) =>
           Effect.gen(function* () {
             const listed = yield* Effect.flip(nf.list(backend))
             assert.strictEqual(listed.code, 101)
@@ -459,7 +522,7 @@ describe.skipIf(!canRun)("live Netfilter failures", () => {
     )
 
     it.effect(`${backend}: entries that are not valid are refused before any process runs`, () =>
-      withNf(layer({ prefix: missingNs }), (nf) =>
+      withNf(layer({ prefix: missingNs, generationDir: null }), (nf) =>
         Effect.gen(function* () {
           const bad: ReadonlyArray<MarkEntry> = [
             entry("10.0.0.5", 4, 0x10, 'x" -j ACCEPT'),
@@ -480,6 +543,7 @@ describe.skipIf(!canRun)("live Netfilter failures", () => {
       // No prefix: the missing binary fails to spawn, so nothing runs in the root netns.
       withNf(
         layer({
+          generationDir: null,
           tools: {
             nft: "/nonexistent/nft",
             "iptables-save": "/nonexistent/iptables-save",

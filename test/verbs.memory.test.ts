@@ -32,9 +32,9 @@ describe("CHECK", () => {
     const result = await added(w)
     w.kernel.entries.nftables = []
     const out = await w.run(cniEnv("CHECK", pod), originalConf({ prevResult: result }))
-    const doc = parse(out) as { code: number; msg: string }
+    const doc = parse(out) as { code: number; msg: string; details: string }
     assert.strictEqual(doc.code, 103)
-    assert.include(doc.msg, "10.200.0.2: missing nftables entry with mark 0x10")
+    assert.include(doc.details, "10.200.0.2: missing nftables entry with mark 0x10")
   })
 
   it("reports a foreign owner and another mark as drift", async () => {
@@ -46,9 +46,14 @@ describe("CHECK", () => {
     const doc = parse(await w.run(cniEnv("CHECK", pod), originalConf({ prevResult: result }))) as {
       code: number
       msg: string
+      details: string
     }
     assert.strictEqual(doc.code, 103)
-    assert.include(doc.msg, "entry of another owner tenant-routing/other/eth0")
+    assert.match(
+      doc.msg,
+      /^tenant marks drifted for \S+: \d+ differences? between the state record and the kernel$/
+    )
+    assert.include(doc.details, "entry of another owner tenant-routing/other/eth0")
   })
 
   it("is refused with code 1 below 0.4.0, and needs prevResult", async () => {
@@ -164,9 +169,15 @@ describe("delegate", () => {
   it("an unknown tenant waits for the delegate ADD, then undoes it with DEL", async () => {
     const w = new World()
     w.cluster.setPod("default", "p", { [KEY]: "tenant-z" })
-    const doc = parse(await w.run(cniEnv("ADD", pod), originalConf())) as { code: number; msg: string }
+    const doc = parse(await w.run(cniEnv("ADD", pod), originalConf())) as {
+      code: number
+      msg: string
+      details: string
+    }
     assert.strictEqual(doc.code, 100)
-    assert.include(doc.msg, "known tenants: tenant-a (0x10), tenant-b (0x20)")
+    // Runtimes show `msg; details`: the known tenants appear once, in details.
+    assert.strictEqual(doc.msg, 'pod annotation tenant.routing/fwmark: unknown tenant "tenant-z"')
+    assert.strictEqual(doc.details, "known tenants: tenant-a (0x10), tenant-b (0x20)")
     assert.deepStrictEqual(
       w.leases.calls.map((c) => c.command),
       ["ADD", "DEL"]

@@ -4,29 +4,27 @@
  * differ between the two paths (docs/DESIGN.md §1). What the agent saves is the process start, module
  * loading and the building of the services, which happens once here instead of once per call.
  *
- * Built once and shared by every call: services that keep nothing between calls — the delegate
- * runner, the node lock (each `withLock` binds its own socket), the state files, and the annotation
- * source (its `connect` loads the kubeconfig named by each call's own config, so a changed kubeconfig
- * is read by the next call, as in standalone mode).
- *
- * Built per call: Netfilter. Its live interpreter reuses a listing for the next apply of the same
- * call (NetfilterLive.ts), which is right within one call holding the node lock, but calls served
- * concurrently by one process must not hand each other their listings.
+ * Built once and shared by every call: every service. The delegate runner, the node lock (each
+ * `withLock` binds its own socket), the state files and the annotation source (its `connect` loads
+ * the kubeconfig named by each call's own config, so a changed kubeconfig is read by the next call,
+ * as in standalone mode) keep nothing between calls. Netfilter keeps its last view of the kernel,
+ * valid only while nobody else changed it (NetfilterLive.ts); it is read and changed only under the
+ * node lock, by the one committer (src/programs/committer.ts) the calls share: calls that arrive
+ * together have their datapath changes applied in one transaction per backend and family.
  *
  * The handler never fails: a defect that escapes `runCni` is answered as code 999, like the
  * standalone executable's last resort.
  */
 import { Cause, Effect, Layer, type Scope } from "effect"
 import { unexpectedError } from "../domain/cni/CniError.ts"
+import { NEWEST_VERSION } from "../domain/cni/CniVersion.ts"
 import { parseStdin, replyVersion } from "../domain/cni/Invocation.ts"
-import type { Netfilter } from "../domain/datapath/Netfilter.ts"
+import { committerLayer } from "./committer.ts"
 import { type CniOutput, type CniServices, type LogSettings, runCni } from "./dispatch.ts"
 
 export interface AgentLayers {
-  /** Stateless across calls: built once when the agent starts. */
-  readonly shared: Layer.Layer<Exclude<CniServices, Netfilter>>
-  /** Holds one call's state: built afresh for every call. */
-  readonly perCall: Layer.Layer<Netfilter>
+  /** Built once when the agent starts; the committer is added over its Netfilter and NodeLock. */
+  readonly shared: Layer.Layer<CniServices>
 }
 
 export type CallHandler = (
@@ -39,17 +37,16 @@ export const makeCallHandler = Effect.fn("agent.makeCallHandler")(function* (
   layers: AgentLayers,
   logging: (settings: LogSettings) => Layer.Layer<never>
 ): Effect.fn.Return<CallHandler, never, Scope.Scope> {
-  const shared = yield* Layer.build(layers.shared)
+  const shared = yield* Layer.build(Layer.provideMerge(committerLayer, layers.shared))
   return (env, stdin) =>
     runCni(env, stdin, logging).pipe(
-      Effect.provide(layers.perCall, { local: true }),
       Effect.provideContext(shared),
       Effect.catchCause((cause) =>
         Effect.gen(function* () {
           yield* Effect.logError("agent call failed unexpectedly", { cause: Cause.pretty(cause) })
           const parsed = parseStdin(stdin)
           const doc = unexpectedError(
-            "json" in parsed ? replyVersion(parsed.json) : "1.1.0",
+            "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION,
             Cause.pretty(cause).split("\n")[0]?.slice(0, 200) ?? "unknown"
           )
           return { stdout: JSON.stringify(doc), exitCode: 1 }

@@ -4,7 +4,7 @@
  */
 import { Effect } from "effect"
 import { podIps } from "../domain/cni/CniResult.ts"
-import { compareVersions } from "../domain/cni/CniVersion.ts"
+import { atLeast, CHECK_SINCE } from "../domain/cni/CniVersion.ts"
 import { Drift, IncompatibleVersion, InvalidConfig } from "../domain/cni/Errors.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import { findDrift } from "../domain/datapath/Check.ts"
@@ -16,7 +16,7 @@ import { delegateCheck, negotiate } from "./delegation.ts"
 
 export const cmdCheck = Effect.fn("cmdCheck")(function* (call: Call) {
   const { config } = call
-  if (compareVersions(config.cniVersion, "0.4.0") < 0) {
+  if (!atLeast(config.cniVersion, CHECK_SINCE)) {
     return yield* new IncompatibleVersion({
       msg: `CHECK needs cniVersion 0.4.0 or later, the config says ${config.cniVersion}`
     })
@@ -41,7 +41,8 @@ export const cmdCheck = Effect.fn("cmdCheck")(function* (call: Call) {
   const differences = findDrift(record, tag, podIps(prev), entries)
   if (differences.length > 0) {
     return yield* new Drift({
-      msg: `tenant marks drifted for ${tag}: ${differences.join("; ")}`,
+      // The differences themselves are the error's details (CniError.ts).
+      msg: `tenant marks drifted for ${tag}: ${differences.length} difference${differences.length === 1 ? "" : "s"} between the state record and the kernel`,
       differences
     })
   }

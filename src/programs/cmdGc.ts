@@ -4,7 +4,7 @@
  * delegate's GC, when it speaks 1.1.0.
  */
 import { Effect } from "effect"
-import { compareVersions } from "../domain/cni/CniVersion.ts"
+import { atLeast, GC_STATUS_SINCE } from "../domain/cni/CniVersion.ts"
 import { VALID_ATTACHMENTS_KEY } from "../domain/cni/Config.ts"
 import { IncompatibleVersion, InvalidConfig } from "../domain/cni/Errors.ts"
 import type { Call, Outcome } from "./Call.ts"
@@ -13,7 +13,7 @@ import { delegateGc, delegateSpeaks11 } from "./delegation.ts"
 
 export const cmdGc = Effect.fn("cmdGc")(function* (call: Call) {
   const { config } = call
-  if (compareVersions(config.cniVersion, "1.1.0") < 0) {
+  if (!atLeast(config.cniVersion, GC_STATUS_SINCE)) {
     return yield* new IncompatibleVersion({
       msg: `GC needs cniVersion 1.1.0, the config says ${config.cniVersion}`
     })

@@ -3,7 +3,7 @@
  * the delegate answers for itself when it speaks 1.1.0.
  */
 import { Effect } from "effect"
-import { compareVersions } from "../domain/cni/CniVersion.ts"
+import { atLeast, GC_STATUS_SINCE } from "../domain/cni/CniVersion.ts"
 import { IncompatibleVersion, NotAvailable } from "../domain/cni/Errors.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { activeBackend, type Call, type Outcome } from "./Call.ts"
@@ -11,7 +11,7 @@ import { delegateSpeaks11, delegateStatus } from "./delegation.ts"
 
 export const cmdStatus = Effect.fn("cmdStatus")(function* (call: Call) {
   const { config } = call
-  if (compareVersions(config.cniVersion, "1.1.0") < 0) {
+  if (!atLeast(config.cniVersion, GC_STATUS_SINCE)) {
     return yield* new IncompatibleVersion({
       msg: `STATUS needs cniVersion 1.1.0, the config says ${config.cniVersion}`
     })

@@ -1,65 +1,45 @@
 /**
- * Applying planned changes to both backends and the state records, under the node lock, with
- * all-or-nothing semantics for ADD: every applied step registers its inverse, and a failure replays
- * the inverses newest first, so the kernel and the records end exactly as they were.
+ * The datapath steps of ADD, DEL and GC: planned changes to both backends and the state records,
+ * committed under the node lock by the Committer (src/domain/datapath/Committer.ts), together with
+ * whatever other calls of the same process arrived meanwhile. Each step is all or nothing: alone,
+ * every applied step registers its inverse and a failure replays the inverses newest first; in a
+ * group, the committer gives each call the outcome it would have had alone.
+ *
+ * What stays under the lock, in order, for every call: entries first, then the record (a record
+ * names only entries that are in place; DEL's entries and record are gone before its delegate DEL
+ * runs, since `detach` returns only once they are committed).
  */
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
 import type { NetfilterFailed, StateFailed, TryAgainLater } from "../domain/cni/Errors.ts"
 import { makeRecord } from "../domain/datapath/AttachmentRecord.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import type { BackendEntries } from "../domain/datapath/Check.ts"
 import { planCollect } from "../domain/datapath/Collect.ts"
-import {
-  BACKENDS,
-  type Changes,
-  desiredEntries,
-  invert,
-  isEmpty,
-  planAttach,
-  planDetach,
-  planRemoveOwners
-} from "../domain/datapath/Entries.ts"
+import { Committer, type Step, type View } from "../domain/datapath/Committer.ts"
+import { desiredEntries, planAttach, planDetach, planRemoveOwners } from "../domain/datapath/Entries.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { NodeLock } from "../domain/datapath/NodeLock.ts"
 import { type Attachment, ownerTag, tagsOf } from "../domain/datapath/Owner.ts"
 import type { Tenant } from "../domain/tenancy/Tenant.ts"
-import { activeBackend } from "./Call.ts"
+import { applyWith, listWith, makeCommitter, readView } from "./committer.ts"
 
 /** Every managed entry of both backends. */
 export const listAll = Effect.fn("listAll")(function* () {
-  const nf = yield* Netfilter
-  // A backend whose tool exists but cannot work here (nft without nf_tables in the kernel) holds no
-  // entries of ours: it must not make DEL or GC fail on such a node.
-  const listOne = (b: Backend) =>
-    nf
-      .list(b)
-      .pipe(
-        Effect.catch((e) => Effect.flatMap(nf.usable(b), (ok) => (ok ? Effect.fail(e) : Effect.succeed([]))))
-      )
-  return yield* Effect.forEach(BACKENDS, (b) => Effect.map(listOne(b), (list) => [b, list] as const), {
-    concurrency: "unbounded"
-  })
+  return yield* listWith(yield* Netfilter)
 })
 
-/**
- * Applies per-backend changes in order (each `apply` is all or nothing) and returns the undo of
- * everything applied; on failure, what was already applied is undone first.
- */
-const applyAll = (plans: ReadonlyArray<readonly [Backend, Changes]>) =>
+/** The process's committer, or (standalone) one for this call: a queue of one, the same code. */
+const commit = <A, E>(step: Step<A, E>) =>
   Effect.gen(function* () {
-    const nf = yield* Netfilter
-    const done: Array<readonly [Backend, Changes]> = []
-    const undo = Effect.suspend(() =>
-      Effect.forEach([...done].reverse(), ([b, c]) => nf.apply(b, invert(c)), { discard: true })
-    )
-    for (const [backend, changes] of plans) {
-      if (isEmpty(changes)) continue
-      yield* nf.apply(backend, changes).pipe(Effect.onError(() => Effect.ignore(undo)))
-      done.push([backend, changes])
-    }
-    return { undo }
+    const shared = yield* Effect.serviceOption(Committer)
+    const committer = Option.isSome(shared) ? shared.value : makeCommitter(yield* Netfilter, yield* NodeLock)
+    return yield* committer.submit(step)
   })
+
+/** What `auto` stands for on this node (docs/DESIGN.md §2), from the view. */
+const backendOf = (config: PluginConfig, view: View): Backend =>
+  config.backend === "auto" ? (view.usable.nftables ? "nftables" : "iptables") : config.backend
 
 const attachPlans = (
   current: BackendEntries,
@@ -93,69 +73,100 @@ export const attach = (
   Netfilter | NodeLock | AttachmentStore
 > =>
   Effect.gen(function* () {
-    const lock = yield* NodeLock
+    const nf = yield* Netfilter
     const store = yield* AttachmentStore
     const tag = ownerTag(a)
-    return yield* lock.withLock(
-      Effect.gen(function* () {
-        const current = yield* listAll()
-        // After the listing: under `auto`, the live backend answers from it without another process.
-        const active = yield* activeBackend(config)
-        let effective = tenant
-        const applied = yield* applyAll(attachPlans(current, tag, ips, tenant, config.markMask, active)).pipe(
-          Effect.catchTag("NetfilterFailed", (e) => {
-            if (!untaggedOnInstallFailure || tenant === null || e.removal) return Effect.fail(e)
-            effective = null
-            return Effect.logWarning(
-              "installing the tenant mark failed; failurePolicy open: the pod starts untagged",
-              {
-                error: e.msg
-              }
-            ).pipe(Effect.andThen(applyAll(attachPlans(current, tag, ips, null, config.markMask, active))))
-          })
-        )
-        const record = makeRecord(a, effective, config.markMask, ips, active)
-        // The record is the last step: if it cannot be written, the entries are taken back.
-        yield* store
-          .write(config.stateDir, record)
-          .pipe(Effect.onError(() => applied.undo.pipe(Effect.ignore)))
-        return { tenant: effective, backend: active }
-      })
-    )
+    const write = (effective: Tenant | null, active: Backend) =>
+      store.write(config.stateDir, makeRecord(a, effective, config.markMask, ips, active))
+
+    const alone = Effect.gen(function* () {
+      const view = yield* readView(nf)
+      const active = backendOf(config, view)
+      const current = view.entries
+      let effective = tenant
+      const applied = yield* applyWith(
+        nf,
+        attachPlans(current, tag, ips, tenant, config.markMask, active)
+      ).pipe(
+        Effect.catchTag("NetfilterFailed", (e) => {
+          if (!untaggedOnInstallFailure || tenant === null || e.removal) return Effect.fail(e)
+          effective = null
+          return Effect.logWarning(
+            "installing the tenant mark failed; failurePolicy open: the pod starts untagged",
+            {
+              error: e.msg
+            }
+          ).pipe(Effect.andThen(applyWith(nf, attachPlans(current, tag, ips, null, config.markMask, active))))
+        })
+      )
+      // The record is the last step: if it cannot be written, the entries are taken back.
+      yield* write(effective, active).pipe(Effect.onError(() => applied.undo.pipe(Effect.ignore)))
+      return { tenant: effective, backend: active }
+    })
+
+    return yield* commit({
+      plan: (view) => {
+        const active = backendOf(config, view)
+        return {
+          changes: attachPlans(view.entries, tag, ips, tenant, config.markMask, active),
+          result: { tenant, backend: active },
+          finish: write(tenant, active)
+        }
+      },
+      alone,
+      // An ADD abandoned while it was committed is undone as its DEL would.
+      undo: () => detachStep(config, a, nf, store)
+    })
   })
+
+const detachStep = (
+  config: PluginConfig,
+  a: Attachment,
+  nf: Netfilter["Service"],
+  store: AttachmentStore["Service"]
+): Step<number, NetfilterFailed | StateFailed> => {
+  // Entries an older version tagged in the legacy hashed form go too.
+  const tags = tagsOf(a)
+  const plans = (entries: BackendEntries) => entries.map(([b, list]) => [b, planDetach(list, tags)] as const)
+  const removed = (ps: ReturnType<typeof plans>) => ps.reduce((n, [, plan]) => n + plan.remove.length, 0)
+  return {
+    plan: (view) => {
+      const changes = plans(view.entries)
+      return { changes, result: removed(changes), finish: store.remove(config.stateDir, a) }
+    },
+    alone: Effect.gen(function* () {
+      const changes = plans(yield* listWith(nf))
+      yield* applyWith(nf, changes)
+      yield* store.remove(config.stateDir, a)
+      return removed(changes)
+    })
+  }
+}
 
 /** DEL's datapath step: this attachment's entries in both backends, then its record. */
 export const detach = (config: PluginConfig, a: Attachment) =>
   Effect.gen(function* () {
-    const lock = yield* NodeLock
+    const nf = yield* Netfilter
     const store = yield* AttachmentStore
-    // Entries an older version tagged in the legacy hashed form go too.
-    const tags = tagsOf(a)
-    return yield* lock.withLock(
-      Effect.gen(function* () {
-        const plans = (yield* listAll()).map(([b, list]) => [b, planDetach(list, tags)] as const)
-        yield* applyAll(plans)
-        yield* store.remove(config.stateDir, a)
-        return plans.reduce((n, [, plan]) => n + plan.remove.length, 0)
-      })
-    )
+    return yield* commit(detachStep(config, a, nf, store))
   })
 
 /**
  * GC's datapath step: entries and records of this network whose attachment is not valid (the
- * decision is planCollect's, Collect.ts). Unreadable records are reported, not fatal.
+ * decision is planCollect's, Collect.ts). Unreadable records are reported, not fatal. It reads the
+ * records, so it is never planned with others: it runs alone at its place in the order.
  */
 export const collect = (
   config: PluginConfig,
   valid: ReadonlyArray<{ readonly containerId: string; readonly ifname: string }>
 ) =>
   Effect.gen(function* () {
-    const lock = yield* NodeLock
+    const nf = yield* Netfilter
     const store = yield* AttachmentStore
-    return yield* lock.withLock(
-      Effect.gen(function* () {
+    return yield* commit({
+      alone: Effect.gen(function* () {
         const listing = yield* store.list(config.stateDir, config.name)
-        const current = yield* listAll()
+        const current = yield* listWith(nf)
         const plan = planCollect({
           network: config.name,
           valid,
@@ -163,7 +174,10 @@ export const collect = (
           unreadable: listing.skipped.map((u) => u.attachment),
           entries: current.flatMap(([, list]) => list)
         })
-        yield* applyAll(current.map(([b, list]) => [b, planRemoveOwners(list, plan.staleTags)] as const))
+        yield* applyWith(
+          nf,
+          current.map(([b, list]) => [b, planRemoveOwners(list, plan.staleTags)] as const)
+        )
         yield* Effect.forEach(plan.staleRecords, (a) => store.remove(config.stateDir, a), { discard: true })
         return {
           entries: plan.staleTags.size,
@@ -172,5 +186,5 @@ export const collect = (
           unattributed: plan.unattributed
         }
       })
-    )
+    })
   })

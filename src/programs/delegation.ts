@@ -6,7 +6,7 @@
 import { Effect, Schema } from "effect"
 import type { Command } from "../domain/cni/CniEnv.ts"
 import { type CniResult, convertResult } from "../domain/cni/CniResult.ts"
-import { compareVersions, highestCommon, SUPPORTED_VERSIONS } from "../domain/cni/CniVersion.ts"
+import { atLeast, GC_STATUS_SINCE, highestCommon, SUPPORTED_VERSIONS } from "../domain/cni/CniVersion.ts"
 import { Delegate } from "../domain/cni/Delegate.ts"
 import { DelegateFailed } from "../domain/cni/Errors.ts"
 import type { Call } from "./Call.ts"
@@ -47,7 +47,7 @@ export const delegateVersions = (call: Call) =>
  * support, since the Debian/reference plugins of many distributions stop at 1.0.0.
  */
 export const negotiate = (call: Call) =>
-  compareVersions(call.config.cniVersion, "1.1.0") < 0
+  !atLeast(call.config.cniVersion, GC_STATUS_SINCE)
     ? Effect.succeed(call.config.cniVersion as string)
     : Effect.flatMap(delegateVersions(call), (theirs) => {
         const v = highestCommon(SUPPORTED_VERSIONS, theirs)
@@ -86,12 +86,12 @@ export const delegateCheck = (call: Call, version: string, prev: CniResult | und
   runDelegate(call, "CHECK", delegateConf(call, version, withPrev(prev, version)))
 
 export const delegateGc = (call: Call, extra: Readonly<Record<string, unknown>>) =>
-  runDelegate(call, "GC", delegateConf(call, "1.1.0", extra))
+  runDelegate(call, "GC", delegateConf(call, GC_STATUS_SINCE, extra))
 
-export const delegateStatus = (call: Call) => runDelegate(call, "STATUS", delegateConf(call, "1.1.0"))
+export const delegateStatus = (call: Call) => runDelegate(call, "STATUS", delegateConf(call, GC_STATUS_SINCE))
 
 /** GC and STATUS go only to delegates that speak 1.1.0 (docs/DESIGN.md §5). */
 export const delegateSpeaks11 = (call: Call) =>
   call.config.delegate === undefined
     ? Effect.succeed(false)
-    : Effect.map(delegateVersions(call), (vs) => vs.includes("1.1.0"))
+    : Effect.map(delegateVersions(call), (vs) => vs.includes(GC_STATUS_SINCE))

@@ -81,7 +81,7 @@ export const runCni = (
           const doc = toCniError(decoded.error, cniVersion)
           return {
             output: { stdout: print(doc), exitCode: 1 },
-            log: { outcome: "error", code: doc.code, error: doc.msg }
+            log: { outcome: "error", code: doc.code, error: doc.msg, details: doc.details }
           }
         }
         const inv = decoded.invocation
@@ -102,7 +102,7 @@ export const runCni = (
             const doc = toCniError(e, cniVersion)
             return Effect.succeed({
               output: { stdout: print(doc), exitCode: 1 },
-              log: { ...facts, outcome: "error", code: doc.code, error: doc.msg }
+              log: { ...facts, outcome: "error", code: doc.code, error: doc.msg, details: doc.details }
             })
           }),
           Effect.catchCause((cause) => {

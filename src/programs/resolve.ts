@@ -5,13 +5,18 @@
  * under `pinning: strict`, which is NamespaceUnreadable (never covered by failurePolicy open).
  */
 import { Effect, Result } from "effect"
-import { NamespaceUnreadable, type TenantRejected, TryAgainLater } from "../domain/cni/Errors.ts"
+import {
+  NamespaceUnreadable,
+  PinnedPodUnreadable,
+  type TenantRejected,
+  TryAgainLater
+} from "../domain/cni/Errors.ts"
 import {
   type AnnotationReader,
   AnnotationSource,
   type Annotations
 } from "../domain/tenancy/AnnotationSource.ts"
-import { resolveTenant } from "../domain/tenancy/Resolution.ts"
+import { isPinned, resolveTenant } from "../domain/tenancy/Resolution.ts"
 import type { Tenant } from "../domain/tenancy/Tenant.ts"
 import type { Call } from "./Call.ts"
 
@@ -86,24 +91,33 @@ const readNamespace = (
  * The pod's tenant (null: not tenant-routed), reading pod and namespace concurrently. Both reads are
  * always waited for: under `pinning: strict` an unreadable namespace must end the ADD with
  * NamespaceUnreadable even when the pod read failed first, since a pod-read TryAgainLater is one
- * failurePolicy open lets through untagged (issue 9). The wait is bounded by apiTimeout, and the
- * delegate runs meanwhile.
+ * failurePolicy open lets through untagged. Likewise a pod that cannot be read in a namespace that
+ * was read and is pinned ends with PinnedPodUnreadable, never untagged. The wait is bounded by
+ * apiTimeout, and the delegate runs meanwhile.
  */
 export const resolveForCall = (
   call: Call,
   reader: AnnotationReader | undefined
-): Effect.Effect<Tenant | null, TryAgainLater | NamespaceUnreadable | TenantRejected> =>
+): Effect.Effect<Tenant | null, TryAgainLater | NamespaceUnreadable | PinnedPodUnreadable | TenantRejected> =>
   Effect.all([Effect.result(readPod(call, reader)), Effect.result(readNamespace(call, reader))], {
     concurrency: 2
   }).pipe(
     Effect.flatMap(
       ([pod, namespace]): Effect.Effect<
         Tenant | null,
-        TryAgainLater | NamespaceUnreadable | TenantRejected
+        TryAgainLater | NamespaceUnreadable | PinnedPodUnreadable | TenantRejected
       > => {
         if (Result.isFailure(namespace) && namespace.failure._tag === "NamespaceUnreadable")
           return Effect.fail(namespace.failure)
-        if (Result.isFailure(pod)) return Effect.fail(pod.failure)
+        if (Result.isFailure(pod)) {
+          if (Result.isSuccess(namespace) && isPinned(namespace.success, call.config.annotationKey))
+            return Effect.fail(
+              new PinnedPodUnreadable({
+                msg: `${pod.failure.msg}; namespace ${call.env.podNamespace} is pinned, so the pod cannot start untagged`
+              })
+            )
+          return Effect.fail(pod.failure)
+        }
         if (Result.isFailure(namespace)) return Effect.fail(namespace.failure)
         const r = resolveTenant({
           tenants: call.config.tenants,

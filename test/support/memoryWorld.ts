@@ -5,6 +5,8 @@
  */
 import { type Duration, Effect, Layer, Logger } from "effect"
 import { TestClock } from "effect/testing"
+import { Committer } from "../../src/domain/datapath/Committer.ts"
+import { Netfilter } from "../../src/domain/datapath/Netfilter.ts"
 import { NodeLock } from "../../src/domain/datapath/NodeLock.ts"
 import { AnnotationsMemory, Cluster } from "../../src/interpreters/memory/AnnotationsMemory.ts"
 import { AttachmentStoreMemory, Records } from "../../src/interpreters/memory/AttachmentStoreMemory.ts"
@@ -12,6 +14,7 @@ import { DelegateMemory, Leases } from "../../src/interpreters/memory/DelegateMe
 import { FaultPlan } from "../../src/interpreters/memory/Faults.ts"
 import { Kernel, NetfilterMemory } from "../../src/interpreters/memory/NetfilterMemory.ts"
 import { NodeLockMemory } from "../../src/interpreters/memory/NodeLockMemory.ts"
+import { makeCommitter } from "../../src/programs/committer.ts"
 import { type CniOutput, type CniServices, runCni } from "../../src/programs/dispatch.ts"
 
 export const silent = () => Logger.layer([])
@@ -31,6 +34,9 @@ export class World {
   readonly faults = new FaultPlan()
   /** The node's one lock, shared by every call run in this world (concurrent ones included). */
   readonly lock: NodeLock["Service"]
+  readonly netfilter: Netfilter["Service"]
+  /** The node's one committer, shared like the agent's by every call run in this world. */
+  readonly committer: ReturnType<typeof makeCommitter>
   private built: Layer.Layer<CniServices> | undefined
 
   constructor(options: WorldOptions = {}) {
@@ -38,11 +44,14 @@ export class World {
     this.lock = NodeLockMemory.makeUnsafe(
       options.lockTimeout === undefined ? {} : { timeout: options.lockTimeout }
     )
+    this.netfilter = NetfilterMemory.make(this.kernel, this.faults)
+    this.committer = makeCommitter(this.netfilter, this.lock)
   }
 
   layer(): Layer.Layer<CniServices> {
     this.built ??= Layer.mergeAll(
-      NetfilterMemory.layer(this.kernel, this.faults),
+      Layer.succeed(Netfilter, this.netfilter),
+      Layer.succeed(Committer, this.committer),
       AttachmentStoreMemory.layer(this.records, this.faults),
       DelegateMemory.layer(this.leases, this.faults),
       AnnotationsMemory.layer(this.cluster, this.faults),

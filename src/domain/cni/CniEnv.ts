@@ -3,7 +3,7 @@
  * character rules before anything runs, so that no malformed id ever reaches a rule comment, a
  * state path or a delegate (code 4 otherwise).
  */
-import { InvalidEnvironment, type Issue } from "./Errors.ts"
+import { InvalidEnvironment, type Issue, issuesSummary } from "./Errors.ts"
 
 export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const
 export type Command = (typeof COMMANDS)[number]
@@ -94,7 +94,7 @@ export const decodeEnv = (
   if (issues.length > 0) {
     return {
       error: new InvalidEnvironment({
-        msg: `invalid CNI environment: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}`,
+        msg: issuesSummary("invalid CNI environment", issues),
         issues
       })
     }

@@ -6,7 +6,7 @@
  */
 import { Schema } from "effect"
 import { isCidr, isIp, parseCidr } from "../net/Ip.ts"
-import { compareVersions } from "./CniVersion.ts"
+import { atLeast, RESULT_1X_SINCE } from "./CniVersion.ts"
 
 const Cidr = Schema.String.check(
   Schema.makeFilter((s: string) => isCidr(s) || `expected address/prefix, got ${JSON.stringify(s)}`)
@@ -64,7 +64,7 @@ export const podIps = (result: CniResult): ReadonlyArray<string> => {
  * Interfaces, IPs, routes and DNS are carried unchanged otherwise (law: conversion keeps them).
  */
 export const convertResult = (result: CniResult, to: string): CniResult => {
-  const legacy = compareVersions(to, "1.0.0") < 0
+  const legacy = !atLeast(to, RESULT_1X_SINCE)
   const ips = result.ips?.map((ip) => {
     const { version: _dropped, ...rest } = ip
     if (!legacy) return rest

@@ -4,6 +4,14 @@
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const
 export type CniVersion = (typeof SUPPORTED_VERSIONS)[number]
 
+/** The newest version we speak: the answer's version when the input names none we know. */
+export const NEWEST_VERSION: CniVersion = "1.1.0"
+/** CHECK arrived in 0.4.0; GC and STATUS in 1.1.0. */
+export const CHECK_SINCE: CniVersion = "0.4.0"
+export const GC_STATUS_SINCE: CniVersion = "1.1.0"
+/** Results changed shape (`ips[].version` dropped, `interfaces` indices) in 1.0.0. */
+export const RESULT_1X_SINCE: CniVersion = "1.0.0"
+
 export const isSupportedVersion = (v: string): v is CniVersion =>
   (SUPPORTED_VERSIONS as ReadonlyArray<string>).includes(v)
 

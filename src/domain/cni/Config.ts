@@ -11,7 +11,7 @@ import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED
 import { DEFAULT_TENANTS, isDnsLabel, type Tenant } from "../tenancy/Tenant.ts"
 import { CniResult } from "./CniResult.ts"
 import { type CniVersion, isSupportedVersion, SUPPORTED_VERSIONS } from "./CniVersion.ts"
-import { IncompatibleVersion, InvalidConfig, type Issue } from "./Errors.ts"
+import { IncompatibleVersion, InvalidConfig, type Issue, issuesSummary } from "./Errors.ts"
 
 export const DEFAULT_ANNOTATION_KEY = "tenant.routing/fwmark"
 export const ALLOWED_TENANTS_KEY = "tenant.routing/allowed-tenants"
@@ -252,7 +252,7 @@ export const validateConfig = (
 
 export const invalidConfig = (issues: ReadonlyArray<Issue>): InvalidConfig =>
   new InvalidConfig({
-    msg: `invalid network config: ${issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`)).join("; ")}`,
+    msg: issuesSummary("invalid network config", issues),
     issues
   })
 

@@ -13,6 +13,18 @@ export type Issue = typeof Issue.Type
 
 const issues = Schema.Array(Issue)
 
+/**
+ * The one-sentence `msg` of a decode failure: where the problems are. What is wrong at each place
+ * goes in `details` (CniError.ts), because runtimes show users `msg; details` and the same text
+ * twice reads as noise in a pod's events.
+ */
+export const issuesSummary = (what: string, found: ReadonlyArray<Issue>): string => {
+  const where = found.map((i) => (i.path === "" ? "(top level)" : i.path))
+  return found.length === 1
+    ? `${what}: ${where[0]} is wrong`
+    : `${what}: ${found.length} problems, at ${where.join(", ")}`
+}
+
 /** 1: the caller asked for a CNI version or verb this config's version does not support. */
 export class IncompatibleVersion extends Schema.TaggedError<IncompatibleVersion>()("IncompatibleVersion", {
   msg: Schema.String
@@ -55,6 +67,17 @@ export class TryAgainLater extends Schema.TaggedError<TryAgainLater>()("TryAgain
  * read might pin the pod, so starting it untagged could route it as the wrong tenant.
  */
 export class NamespaceUnreadable extends Schema.TaggedError<NamespaceUnreadable>()("NamespaceUnreadable", {
+  msg: Schema.String
+}) {
+  readonly code = 11 as const
+}
+
+/**
+ * 11 too, and never covered by failurePolicy open: the pod's namespace was read and is pinned, but
+ * the pod could not be read, so whether its own annotation names an allowed tenant is unknown.
+ * Starting it untagged would let it leave through the default gateway, out of its namespace's tenant.
+ */
+export class PinnedPodUnreadable extends Schema.TaggedError<PinnedPodUnreadable>()("PinnedPodUnreadable", {
   msg: Schema.String
 }) {
   readonly code = 11 as const
@@ -123,6 +146,7 @@ export type CniFailure =
   | InvalidConfig
   | TryAgainLater
   | NamespaceUnreadable
+  | PinnedPodUnreadable
   | NotAvailable
   | TenantRejected
   | NetfilterFailed

@@ -6,7 +6,7 @@
  * a runtime probing versions must get the list, in 1.1.0 when stdin names no version we speak.
  */
 import { type CniEnv, decodeEnv } from "./CniEnv.ts"
-import { SUPPORTED_VERSIONS } from "./CniVersion.ts"
+import { isSupportedVersion, NEWEST_VERSION } from "./CniVersion.ts"
 import { decodeConfig, type PluginConfig } from "./Config.ts"
 import {
   type IncompatibleVersion,
@@ -31,7 +31,7 @@ export type InvocationError = InvalidEnvironment | UndecodableInput | InvalidCon
 /** The cniVersion to answer in, best effort, even when the input is broken. */
 export const replyVersion = (json: unknown): string => {
   const v = (json as { cniVersion?: unknown } | null)?.cniVersion
-  return typeof v === "string" && (SUPPORTED_VERSIONS as ReadonlyArray<string>).includes(v) ? v : "1.1.0"
+  return typeof v === "string" && isSupportedVersion(v) ? v : NEWEST_VERSION
 }
 
 export const parseStdin = (bytes: Uint8Array): { json: unknown } | { error: UndecodableInput } => {
@@ -59,7 +59,7 @@ export const decodeInvocation = (
 ): { invocation: Invocation } | { error: InvocationError; cniVersion: string } => {
   const env = decodeEnv(rawEnv)
   const parsed = parseStdin(stdin)
-  const cniVersion = "json" in parsed ? replyVersion(parsed.json) : "1.1.0"
+  const cniVersion = "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION
   if ("error" in env) return { error: env.error, cniVersion }
   if (env.env.command === "VERSION") return { invocation: { _tag: "Version", cniVersion } }
   if ("error" in parsed) return { error: parsed.error, cniVersion }

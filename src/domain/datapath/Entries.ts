@@ -97,3 +97,24 @@ export const byFamily = (c: Changes): ReadonlyArray<readonly [Family, Changes]> 
         ] as const
     )
     .filter(([, ch]) => !isEmpty(ch))
+
+const canonicalEntry = (e: MarkEntry): MarkEntry => ({ ...e, ip: canonicalIp(e.ip) })
+
+/**
+ * What a backend holds after `c` is applied to `current`, as every backend applies it: removals of
+ * entries present, then additions of entries absent, IPs as the kernel prints them. The group commit
+ * (Committer.ts) runs one call's plan after another over this, without touching the kernel.
+ */
+export const applyChanges = (current: ReadonlyArray<MarkEntry>, c: Changes): ReadonlyArray<MarkEntry> => {
+  const remove = c.remove.map(canonicalEntry)
+  const kept = current.filter((e) => !has(remove, e))
+  const added: Array<MarkEntry> = []
+  for (const e of c.add.map(canonicalEntry)) if (!has(kept, e) && !has(added, e)) added.push(e)
+  return [...kept, ...added]
+}
+
+/** The smallest change taking `before` to `after` (one transaction for a whole group of calls). */
+export const diff = (before: ReadonlyArray<MarkEntry>, after: ReadonlyArray<MarkEntry>): Changes => ({
+  remove: before.filter((e) => !has(after, e)),
+  add: after.filter((e) => !has(before, e))
+})

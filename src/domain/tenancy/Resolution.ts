@@ -25,6 +25,10 @@ export interface ResolutionInput {
 
 export type Resolution = { readonly tenant: Tenant | null } | { readonly error: TenantRejected }
 
+/** A namespace that declares a tenant or an allow-list pins every pod in it. */
+export const isPinned = (namespace: Annotations | undefined, annotationKey: string): boolean =>
+  namespace?.[annotationKey] !== undefined || namespace?.[ALLOWED_TENANTS_KEY] !== undefined
+
 const setOf = (tenants: ReadonlyArray<Tenant>) => tenants.map((t) => t.name).join(", ")
 
 export const resolveTenant = (input: ResolutionInput): Resolution => {
@@ -34,7 +38,7 @@ export const resolveTenant = (input: ResolutionInput): Resolution => {
   const nsAllowed = input.namespace?.[ALLOWED_TENANTS_KEY]
   const nsName = input.namespaceName ?? "?"
 
-  if (nsValue === undefined && nsAllowed === undefined) {
+  if (!isPinned(input.namespace, annotationKey)) {
     if (podValue === undefined) return { tenant: null }
     const r = tenantOf(tenants, podValue, `pod annotation ${annotationKey}`)
     return "error" in r ? r : { tenant: r.tenant }

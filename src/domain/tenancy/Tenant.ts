@@ -50,7 +50,8 @@ export const tenantOf = (
   if (tenant !== undefined) return { tenant }
   return {
     error: new TenantRejected({
-      msg: `${where}: unknown tenant ${quote(value)}; known tenants: ${known.join(", ")}`,
+      // The known tenants go in the error's details (CniError.ts), not here: runtimes show both.
+      msg: `${where}: unknown tenant ${quote(value)}`,
       known
     })
   }

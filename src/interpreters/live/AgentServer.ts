@@ -43,6 +43,7 @@ import * as net from "node:net"
 import { dirname } from "node:path"
 import { Data, Duration, Effect, FiberSet, Result } from "effect"
 import { toCniError } from "../../domain/cni/CniError.ts"
+import { NEWEST_VERSION } from "../../domain/cni/CniVersion.ts"
 import { UndecodableInput } from "../../domain/cni/Errors.ts"
 import { parseStdin, replyVersion } from "../../domain/cni/Invocation.ts"
 
@@ -131,7 +132,7 @@ export const decodeRequest = (
 /** The CNI error answering an undecodable request, in the cniVersion of its stdin when it has one. */
 export const invalidRequestReply = (error: string, stdin: Uint8Array | undefined): AgentReply => {
   const parsed = stdin === undefined ? undefined : parseStdin(stdin)
-  const cniVersion = parsed !== undefined && "json" in parsed ? replyVersion(parsed.json) : "1.1.0"
+  const cniVersion = parsed !== undefined && "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION
   const doc = toCniError(
     new UndecodableInput({ msg: `the agent could not decode the call: ${error}` }),
     cniVersion

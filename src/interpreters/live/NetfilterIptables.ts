@@ -116,10 +116,15 @@ export const ruleSpec = (e: MarkEntry): string =>
  * deleted, so the batch cannot fail on it); additions already present are skipped (no duplicates).
  * Entries must be valid and of `state.family` (NetfilterLive checks).
  */
-export const renderBatch = (state: IptablesState, changes: Changes): string | undefined => {
+const planBatch = (state: IptablesState, changes: Changes) => {
   const removals = dedupe(changes.remove).filter((e) => state.rules.some((r) => sameRule(r, e)))
   const remaining = state.rules.filter((r) => !removals.some((e) => sameRule(r, e)))
   const additions = dedupe(changes.add).filter((e) => !remaining.some((r) => sameRule(r, e)))
+  return { removals, remaining, additions }
+}
+
+export const renderBatch = (state: IptablesState, changes: Changes): string | undefined => {
+  const { removals, additions } = planBatch(state, changes)
   if (removals.length === 0 && additions.length === 0) return undefined
   const lines = [`*${TABLE}`]
   if (additions.length > 0) {
@@ -142,3 +147,17 @@ export const renderBatch = (state: IptablesState, changes: Changes): string | un
 
 /** Our entries as the service lists them (a rule present twice is one entry). */
 export const entriesOf = (state: IptablesState): ReadonlyArray<MarkEntry> => dedupe(state.rules)
+
+/** The family's state after the batch for `changes` succeeded (what the next listing would show). */
+export const evolve = (state: IptablesState, changes: Changes): IptablesState => {
+  const { removals, remaining, additions } = planBatch(state, changes)
+  if (removals.length === 0 && additions.length === 0) return state
+  const adding = additions.length > 0
+  return {
+    family: state.family,
+    chainExists: state.chainExists || adding,
+    jumpFirst: state.jumpFirst || adding,
+    jumps: adding && !state.jumpFirst ? 1 : state.jumps,
+    rules: [...remaining, ...additions.map((e) => ({ ...e, ip: canonicalIp(e.ip) }))]
+  }
+}

@@ -1,34 +1,48 @@
 /**
- * The Netfilter service (src/domain/Netfilter.ts) on the host's own tools: `iptables-save` /
- * `iptables-restore` (and the ip6 twins) for the `iptables` backend, `nft` for `nftables`. The
- * backend files render and parse; this one runs processes (argument arrays, never a shell, with
- * `LC_ALL=C` so error texts are stable), checks entries, and maps failures to NetfilterFailed
- * (code 101) carrying the tool's trimmed stderr.
+ * The Netfilter service (src/domain/datapath/Netfilter.ts) on the host's own tools: `iptables-save` /
+ * `iptables-restore` (and the ip6 twins) for the `iptables` backend, `nft` for `nftables`. Each
+ * backend is one small driver (read its state, render a change into kernel transactions, say what
+ * the state becomes); the backend files render and parse (NetfilterIptables.ts,
+ * NetfilterNftables.ts). This file runs processes (argument arrays, never a shell, with `LC_ALL=C`
+ * so error texts are stable), keeps the last view, retries, and maps failures to NetfilterFailed
+ * (code 101) carrying the tool's trimmed stderr. Everything here is shared by both drivers.
  *
  * Process budget, since every pod start pays it:
- * - list(iptables): one `iptables-save -t mangle` and one `ip6tables-save -t mangle`, concurrently;
- *   list(nftables): one `nft -j list table` for both families.
- * - apply(iptables): one `*-restore --noflush` per family that changes (families concurrently);
- *   apply(nftables): ONE `nft -f -` for both families (the table is `inet`, so one transaction is
- *   atomic across families and a DEL pays one RCU grace period, not two; still "at most one per
- *   family"). Nothing runs when there is nothing to change.
- * - A batch must be built from the kernel's current state (does the chain exist, is the jump first,
- *   which rule or element is really there). apply reuses the state read by the immediately preceding
- *   list (or usable) of the same backend, for at most `reuseListingFor` (1 s): callers hold NodeLock
- *   around every list-then-apply (Netfilter.ts), so nobody else changed it meanwhile. Each listing
- *   serves one apply only. Without a fresh listing apply reads first. A batch built from a stale
- *   view fails rather than doing harm (`-N` of an existing chain, `-D` or `delete element` of a
- *   missing entry), and is then retried once on a fresh read. What a stale view cannot reveal is an
- *   outsider (not holding NodeLock) deleting our jump or rule, or handing an nft element to another
- *   owner, in that window; the first is no worse than doing it a moment later.
+ * - read(iptables): one `iptables-save -t mangle` and one `ip6tables-save -t mangle`, concurrently;
+ *   read(nftables): one `nft -j list table` for both families.
+ * - A transaction (batch) per kernel transaction: iptables one `*-restore --noflush` per family that
+ *   changes (families concurrently); nftables ONE `nft -f -` for both families (the table is `inet`,
+ *   so one transaction is atomic across families and a DEL pays one RCU grace period, not two; still
+ *   "at most one per family"). Nothing runs when there is nothing to change.
+ *
+ * The view kept between calls: a batch must be rendered from the kernel's current state (does the
+ * chain exist, is the jump first, which rule or element is really there), and reading it is O(n) in
+ * the entries on the node. So each backend keeps its last state, and after a successful apply the
+ * state it led to (computed purely, `evolve`; a transaction creating nft structure drops the view,
+ * since the kernel chooses the new rule's handle). The view is valid while the backend's generation
+ * file (`<generationDir>/netfilter-<backend>.generation`) holds the token it was taken under: every
+ * apply, by any process running this code (the agent, a standalone call), first replaces the token
+ * with a fresh random one, so a view survives exactly as long as nobody else changed the backend
+ * through this code. Callers hold NodeLock around every read-then-apply (Netfilter.ts), so tokens
+ * are written under the lock. The token is written atomically (rename), and before the kernel
+ * changes, so a reader cannot pair an old token with a new state. An absent file is a token too
+ * (nobody has changed the backend since the file went with the last boot's /run).
+ * What a view cannot reveal is an outsider (not running this code) changing our objects. A batch
+ * rendered from a stale view fails rather than doing harm (`-N` of an existing chain, `-D` or
+ * `delete element` of a missing entry, an element added to a missing set) and is then retried once
+ * on a fresh read; the outsider that deletes our jump or hands an nft element to another owner is
+ * not noticed until the next fresh read.
  *
  * Absent tools: a backend whose binary is missing lists nothing and is not `usable` (DEL and GC then
  * succeed on a node that never had it). A missing nft table lists nothing.
  */
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import { dirname, join } from "node:path"
 import * as NodeChildProcessSpawner from "@effect/platform-node/NodeChildProcessSpawner"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
-import { Clock, Data, Duration, Effect, Layer, Result } from "effect"
+import { Data, type Duration, Effect, Layer, Result } from "effect"
 import { ChildProcessSpawner } from "effect/process"
 import type { Backend } from "../../domain/cni/Config.ts"
 import { NetfilterFailed } from "../../domain/cni/Errors.ts"
@@ -42,6 +56,8 @@ import { type Ran, runTool } from "./runTool.ts"
 
 export type Tool = "iptables-save" | "ip6tables-save" | "iptables-restore" | "ip6tables-restore" | "nft"
 
+export const DEFAULT_GENERATION_DIR = "/run/tenant-routing"
+
 export interface NetfilterLiveOptions {
   /** Prepended to every command, e.g. `["ip", "netns", "exec", "trw-t1"]` (tests run in a netns). */
   readonly prefix?: ReadonlyArray<string>
@@ -49,8 +65,11 @@ export interface NetfilterLiveOptions {
   readonly tools?: Partial<Record<Tool, string>>
   /** Bound on each command; the child is killed after it. Default 30 s. */
   readonly timeout?: Duration.Input
-  /** How long a listing may serve the next apply (see above). Default 1 s; 0 disables reuse. */
-  readonly reuseListingFor?: Duration.Input
+  /**
+   * Where the generation files live (see above). Default /run/tenant-routing; every process changing
+   * the same kernel must use the same directory. `null`: keep no view (every list and apply reads).
+   */
+  readonly generationDir?: string | null
 }
 
 class ToolFailed extends Data.TaggedError("ToolFailed")<{ readonly msg: string }> {}
@@ -64,10 +83,70 @@ const bounded = (s: string): string => {
 const failed = (backend: Backend, removal: boolean) => (e: ToolFailed) =>
   new NetfilterFailed({ msg: `${backend}: ${e.msg}`, removal })
 
-interface Snapshot<S> {
-  readonly at: number
-  readonly state: S
+/** One kernel transaction: what to run, and the part of the change it carries (to revert it). */
+interface Batch {
+  readonly tool: Tool
+  readonly args: ReadonlyArray<string>
+  readonly stdin: string
+  readonly changes: Changes
 }
+
+/** What the service needs from one backend; the view, retry and atomicity are shared. */
+interface Driver<S> {
+  /** The state of both families; `missing` when the tool is absent (then the state is empty). */
+  readonly read: Effect.Effect<{ readonly state: S; readonly missing: boolean }, ToolFailed>
+  readonly entries: (state: S) => ReadonlyArray<MarkEntry>
+  /** The transactions taking `state` through `changes` (none when nothing needs doing). */
+  readonly render: (state: S, changes: Changes) => Result.Result<ReadonlyArray<Batch>, string>
+  /** The state once those transactions succeeded, or undefined when only a listing can tell. */
+  readonly evolve: (state: S, changes: Changes) => S | undefined
+  /** What of a state may still be trusted in a later call (outsiders may have moved things). */
+  readonly keep: (state: S) => S
+}
+
+type IptState = Readonly<Record<Family, Ipt.IptablesState>>
+const emptyIpt = (family: Family): Ipt.IptablesState => ({
+  family,
+  chainExists: false,
+  jumpFirst: false,
+  jumps: 0,
+  rules: []
+})
+const familyPart = (changes: Changes, family: Family): Changes => ({
+  remove: changes.remove.filter((e) => e.family === family),
+  add: changes.add.filter((e) => e.family === family)
+})
+
+/** A backend's generation token file: read, and replaced with a fresh token. */
+const generationFile = (path: string | undefined) => ({
+  /** The token, "" when the file is absent, undefined when it cannot be read (keep no view). */
+  read: Effect.sync((): string | undefined => {
+    if (path === undefined) return undefined
+    try {
+      return fs.readFileSync(path, "utf8")
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === "ENOENT" ? "" : undefined
+    }
+  }),
+  /** Writes a fresh token (atomically); undefined when it could not be written. */
+  bump: Effect.gen(function* () {
+    if (path === undefined) return undefined
+    const token = `${process.pid}.${randomBytes(12).toString("hex")}`
+    const written = yield* Effect.try(() => {
+      fs.mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+      const tmp = `${path}.${token}.tmp`
+      fs.writeFileSync(tmp, token, { mode: 0o600 })
+      fs.renameSync(tmp, path)
+    }).pipe(Effect.result)
+    if (Result.isSuccess(written)) return token
+    // Others may then keep a view this change makes stale; it fails safely and is retried (above).
+    yield* Effect.logWarning("netfilter generation file not written; views elsewhere may be stale", {
+      file: path,
+      error: String(written.failure.cause)
+    })
+    return undefined
+  })
+})
 
 /** The service, given a process spawner. */
 export const make = (options: NetfilterLiveOptions = {}) =>
@@ -75,7 +154,7 @@ export const make = (options: NetfilterLiveOptions = {}) =>
     const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
     const prefix = options.prefix ?? []
     const timeout = options.timeout ?? "30 seconds"
-    const reuseMillis = Duration.toMillis(options.reuseListingFor ?? "1 second")
+    const generationDir = options.generationDir === undefined ? DEFAULT_GENERATION_DIR : options.generationDir
 
     const run = (
       tool: Tool,
@@ -97,176 +176,174 @@ export const make = (options: NetfilterLiveOptions = {}) =>
           ? Effect.succeed(r)
           : Effect.fail(new ToolFailed({ msg: `${tool} exited with ${r.exitCode}: ${bounded(r.stderr)}` }))
 
-    // --- listings kept for the next apply (see the file comment) -----------------------------------
-    const iptSnapshots = new Map<Family, Snapshot<Ipt.IptablesState>>()
-    // One nft listing covers both families; each family may use it once (callers that apply one
-    // family at a time still save a listing). A later family's batch may repeat `add table` or
-    // `add chain` an earlier one created: both are no-ops on existing objects.
-    const nftSnapshots = new Map<Family, Snapshot<Nft.NftState>>()
-    // When nft last listed successfully: `usable` right after a listing (ADD under `auto` lists, then
-    // asks which backend to use) needs no process of its own.
-    let nftWorkedAt: number | undefined
-    const fresh = <S>(s: Snapshot<S> | undefined, now: number): S | undefined =>
-      s !== undefined && now - s.at <= reuseMillis ? s.state : undefined
-
-    // --- iptables ------------------------------------------------------------------------------------
-    const readIptables = (family: Family, remember: boolean) =>
+    // --- the drivers ---------------------------------------------------------------------------------
+    const readIptFamily = (family: Family) =>
       Effect.gen(function* () {
         const [tool, args] = Ipt.saveCommand(family)
         const r = yield* run(tool as Tool, args)
-        const state =
-          r === "missing"
-            ? ({
-                family,
-                chainExists: false,
-                jumpFirst: false,
-                jumps: 0,
-                rules: []
-              } satisfies Ipt.IptablesState)
-            : Ipt.parseSave(family, (yield* check(tool as Tool, r)).stdout)
-        if (remember) iptSnapshots.set(family, { at: yield* Clock.currentTimeMillis, state })
-        return { state, missing: r === "missing" }
+        if (r === "missing") return { state: emptyIpt(family), missing: true }
+        return { state: Ipt.parseSave(family, (yield* check(tool as Tool, r)).stdout), missing: false }
       })
 
-    const restore = (
-      family: Family,
-      state: Ipt.IptablesState,
-      changes: Changes
-    ): Effect.Effect<void, ToolFailed> => {
-      const batch = Ipt.renderBatch(state, changes)
-      if (batch === undefined) return Effect.void
-      const [tool, args] = Ipt.restoreCommand(family)
-      return Effect.asVoid(Effect.flatMap(run(tool as Tool, args, batch), (r) => check(tool as Tool, r)))
+    const iptables: Driver<IptState> = {
+      read: Effect.map(
+        Effect.all([readIptFamily(4), readIptFamily(6)], { concurrency: "unbounded" }),
+        ([v4, v6]) => ({ state: { 4: v4.state, 6: v6.state }, missing: v4.missing || v6.missing })
+      ),
+      entries: (s) => [...Ipt.entriesOf(s[4]), ...Ipt.entriesOf(s[6])],
+      render: (s, changes) =>
+        Result.succeed(
+          byFamily(changes).flatMap(([family, part]) => {
+            const stdin = Ipt.renderBatch(s[family], part)
+            const [tool, args] = Ipt.restoreCommand(family)
+            return stdin === undefined ? [] : [{ tool: tool as Tool, args, stdin, changes: part }]
+          })
+        ),
+      evolve: (s, changes) => ({
+        4: Ipt.evolve(s[4], familyPart(changes, 4)),
+        6: Ipt.evolve(s[6], familyPart(changes, 6))
+      }),
+      // Other agents on the node (kube-proxy, Calico) insert rules at the top of PREROUTING without
+      // our token: a kept view never vouches for the jump being first, so every add rendered from it
+      // moves the jump back to the top in the same batch (two lines; a missing jump fails the `-D`).
+      keep: (s) => ({ 4: { ...s[4], jumpFirst: false }, 6: { ...s[6], jumpFirst: false } })
     }
 
-    const applyIptables = (family: Family, changes: Changes) =>
-      Effect.gen(function* () {
-        const cached = fresh(iptSnapshots.get(family), yield* Clock.currentTimeMillis)
-        iptSnapshots.delete(family)
-        const onFreshState = Effect.flatMap(readIptables(family, false), ({ state }) =>
-          restore(family, state, changes)
-        )
-        if (cached === undefined) return yield* onFreshState
-        yield* restore(family, cached, changes).pipe(
-          Effect.catch((e) =>
-            Effect.logDebug("iptables batch on a reused listing failed; retrying on a fresh one", e.msg).pipe(
-              Effect.andThen(onFreshState)
-            )
-          )
-        )
-      }).pipe(Effect.asVoid, Effect.mapError(failed("iptables", changes.add.length === 0)))
-
-    // --- nftables ------------------------------------------------------------------------------------
-    const readNftables = (remember: boolean) =>
-      Effect.gen(function* () {
+    const nftables: Driver<Nft.NftState> = {
+      read: Effect.gen(function* () {
         const [, args] = Nft.listCommand
         const r = yield* run("nft", args)
-        let state = Nft.EMPTY
-        if (r !== "missing" && !Nft.isTableMissing(r.exitCode, r.stderr)) {
-          const ok = yield* check("nft", r)
-          state = yield* Nft.decodeListing(ok.stdout).pipe(
-            Effect.mapError((e) => new ToolFailed({ msg: `undecodable nft listing: ${bounded(e.message)}` }))
-          )
+        if (r === "missing") return { state: Nft.EMPTY, missing: true }
+        if (Nft.isTableMissing(r.exitCode, r.stderr)) return { state: Nft.EMPTY, missing: false }
+        const ok = yield* check("nft", r)
+        const state = yield* Nft.decodeListing(ok.stdout).pipe(
+          Effect.mapError((e) => new ToolFailed({ msg: `undecodable nft listing: ${bounded(e.message)}` }))
+        )
+        return { state, missing: false }
+      }),
+      entries: Nft.entriesOf,
+      render: (s, changes) =>
+        Result.map(Nft.renderTransaction(s, changes), (stdin) =>
+          stdin === undefined ? [] : [{ tool: "nft" as const, args: Nft.applyCommand[1], stdin, changes }]
+        ),
+      evolve: Nft.evolve,
+      // Our own table: an outsider's change to it makes a batch fail, and then it is read again.
+      keep: (s) => s
+    }
+
+    // --- what both share: the view, transactions, revert and retry -----------------------------------
+    const backendOf = <S>(backend: Backend, driver: Driver<S>) => {
+      const generation = generationFile(
+        generationDir === null ? undefined : join(generationDir, `netfilter-${backend}.generation`)
+      )
+      let view: { readonly token: string; readonly state: S } | undefined
+      let transactions = 0
+
+      /** The kept view if nobody changed the backend since it was taken. */
+      const validView = Effect.map(generation.read, (token) =>
+        view !== undefined && token !== undefined && view.token === token ? view.state : undefined
+      )
+
+      /** The state, from the view or read (and then kept); the token is read before the kernel. */
+      const state = Effect.gen(function* () {
+        const token = yield* generation.read
+        if (view !== undefined && token !== undefined && view.token === token) {
+          return { state: view.state, missing: false }
         }
-        if (r !== "missing") nftWorkedAt = yield* Clock.currentTimeMillis
-        if (remember) {
-          const snapshot = { at: yield* Clock.currentTimeMillis, state }
-          nftSnapshots.set(4, snapshot)
-          nftSnapshots.set(6, snapshot)
-        }
-        return { state, missing: r === "missing" }
+        const r = yield* driver.read
+        view = token === undefined || r.missing ? undefined : { token, state: driver.keep(r.state) }
+        return r
       })
 
-    const transact = (state: Nft.NftState, changes: Changes): Effect.Effect<void, ToolFailed> => {
-      const rendered = Nft.renderTransaction(state, changes)
-      if (Result.isFailure(rendered)) return Effect.fail(new ToolFailed({ msg: rendered.failure }))
-      if (rendered.success === undefined) return Effect.void
-      const [, args] = Nft.applyCommand
-      return Effect.asVoid(Effect.flatMap(run("nft", args, rendered.success), (r) => check("nft", r)))
-    }
+      const runBatch = (b: Batch) =>
+        Effect.gen(function* () {
+          transactions++
+          yield* Effect.logDebug("netfilter transaction", { backend, n: transactions, lines: b.stdin })
+          yield* check(b.tool, yield* run(b.tool, b.args, b.stdin))
+        })
 
-    const applyNftables = (changes: Changes) =>
-      Effect.gen(function* () {
-        const now = yield* Clock.currentTimeMillis
-        const families = byFamily(changes).map(([f]) => f)
-        const snapshots = families.map((f) => nftSnapshots.get(f))
-        for (const f of families) nftSnapshots.delete(f)
-        // Reusable only if every family it touches still has the same, unused listing.
-        const cached = snapshots.every((x) => x === snapshots[0]) ? fresh(snapshots[0], now) : undefined
-        const onFreshState = Effect.flatMap(readNftables(false), ({ state }) => transact(state, changes))
-        if (cached === undefined) return yield* onFreshState
-        yield* transact(cached, changes).pipe(
-          Effect.catch((e) =>
-            Effect.logDebug(
-              "nft transaction on a reused listing failed; retrying on a fresh one",
-              e.msg
-            ).pipe(Effect.andThen(onFreshState))
-          )
-        )
-      }).pipe(Effect.asVoid, Effect.mapError(failed("nftables", changes.add.length === 0)))
-
-    // --- the service ---------------------------------------------------------------------------------
-    const usable = (backend: Backend): Effect.Effect<boolean> =>
-      (backend === "iptables"
-        ? Effect.map(
-            Effect.all([readIptables(4, true), readIptables(6, true)], { concurrency: "unbounded" }),
-            (rs) => rs.every((r) => !r.missing)
-          )
-        : Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            nftWorkedAt !== undefined && now - nftWorkedAt <= reuseMillis
-              ? Effect.succeed(true)
-              : Effect.map(readNftables(true), (r) => !r.missing)
-          )
-      ).pipe(Effect.orElseSucceed(() => false))
-
-    const list = (backend: Backend): Effect.Effect<ReadonlyArray<MarkEntry>, NetfilterFailed> =>
-      backend === "iptables"
-        ? Effect.all([readIptables(4, true), readIptables(6, true)], { concurrency: "unbounded" }).pipe(
-            Effect.map((rs) => rs.flatMap((r) => Ipt.entriesOf(r.state))),
-            Effect.mapError(failed(backend, false))
-          )
-        : readNftables(true).pipe(
-            Effect.map((r) => Nft.entriesOf(r.state)),
-            Effect.mapError(failed(backend, false))
-          )
-
-    const apply = (backend: Backend, changes: Changes): Effect.Effect<void, NetfilterFailed> => {
-      if (isEmpty(changes)) return Effect.void
-      const why = invalidChange(changes)
-      if (why !== undefined) {
-        return Effect.fail(
-          new NetfilterFailed({
-            msg: `${backend}: invalid entry (${why})`,
-            removal: changes.add.length === 0
-          })
-        )
-      }
-      return backend === "iptables" ? applyIptablesAtomically(changes) : applyNftables(changes)
-    }
-
-    // iptables and ip6tables are separate transactions: when one family fails, the other family's
-    // committed batch is reverted, so `apply` is all-or-nothing as the Netfilter contract says.
-    const applyIptablesAtomically = (changes: Changes): Effect.Effect<void, NetfilterFailed> =>
-      Effect.gen(function* () {
-        const families = byFamily(changes)
-        const results = yield* Effect.forEach(
-          families,
-          ([family, ch]) => Effect.result(applyIptables(family, ch)),
-          {
+      /**
+       * The change's transactions rendered from `s`, all or nothing: when one family's transaction
+       * fails, the others' committed ones are reverted (rendered from a fresh read).
+       */
+      const transact = (s: S, changes: Changes): Effect.Effect<void, ToolFailed> =>
+        Effect.gen(function* () {
+          const rendered = driver.render(s, changes)
+          if (Result.isFailure(rendered)) return yield* new ToolFailed({ msg: rendered.failure })
+          const batches = rendered.success
+          const results = yield* Effect.forEach(batches, (b) => Effect.result(runBatch(b)), {
             concurrency: "unbounded"
+          })
+          const failure = results.find(Result.isFailure)
+          if (failure === undefined) return
+          const done = batches.filter((_, i) =>
+            Result.isSuccess(results[i] as Result.Result<void, ToolFailed>)
+          )
+          if (done.length > 0) {
+            const undo: Changes = {
+              remove: done.flatMap((b) => invert(b.changes).remove),
+              add: done.flatMap((b) => invert(b.changes).add)
+            }
+            yield* Effect.flatMap(driver.read, (r) => transact(r.state, undo)).pipe(Effect.ignore)
           }
-        )
-        const failure = results.find(Result.isFailure)
-        if (failure === undefined) return
-        yield* Effect.forEach(
-          families.filter((_, i) => Result.isSuccess(results[i]!)),
-          ([family, ch]) => applyIptables(family, invert(ch)).pipe(Effect.ignore),
-          { discard: true }
-        )
-        return yield* failure.failure
-      })
+          return yield* failure.failure
+        })
 
-    return Netfilter.of({ usable, list, apply })
+      const apply = (changes: Changes) =>
+        Effect.gen(function* () {
+          const kept = yield* validView
+          // Everyone's view goes before the kernel changes (ours comes back below on success).
+          view = undefined
+          const token = yield* generation.bump
+          const onFresh = Effect.flatMap(driver.read, ({ state: s }) => Effect.as(transact(s, changes), s))
+          const base =
+            kept === undefined
+              ? yield* onFresh
+              : yield* transact(kept, changes).pipe(
+                  Effect.as(kept),
+                  Effect.catch((e) =>
+                    Effect.logDebug(
+                      `${backend} transaction on a kept view failed; retrying on a fresh read`,
+                      e.msg
+                    ).pipe(Effect.andThen(onFresh))
+                  )
+                )
+          const next = driver.evolve(base, changes)
+          if (token !== undefined && next !== undefined) view = { token, state: driver.keep(next) }
+        }).pipe(Effect.mapError(failed(backend, changes.add.length === 0)))
+
+      return {
+        usable: state.pipe(
+          Effect.map((r) => !r.missing),
+          Effect.orElseSucceed(() => false)
+        ),
+        list: state.pipe(
+          Effect.map((r) => driver.entries(r.state)),
+          Effect.mapError(failed(backend, false))
+        ),
+        apply
+      }
+    }
+
+    const backends = { iptables: backendOf("iptables", iptables), nftables: backendOf("nftables", nftables) }
+
+    return Netfilter.of({
+      usable: (backend) => backends[backend].usable,
+      list: (backend) => backends[backend].list,
+      apply: (backend, changes) => {
+        if (isEmpty(changes)) return Effect.void
+        const why = invalidChange(changes)
+        if (why !== undefined) {
+          return Effect.fail(
+            new NetfilterFailed({
+              msg: `${backend}: invalid entry (${why})`,
+              removal: changes.add.length === 0
+            })
+          )
+        }
+        return backends[backend].apply(changes)
+      }
+    })
   })
 
 /** `Netfilter` on this host's tools; `prefix` runs them elsewhere (e.g. `ip netns exec NS`). */

@@ -218,15 +218,15 @@ const CHAIN_SPEC = "{ type filter hook prerouting priority mangle; policy accept
 
 const key = (e: MarkEntry): string => `${setName(e.mark, e.family)} ${canonicalIp(e.ip)}`
 
-/**
- * The `nft -f -` transaction taking `state` through `changes` (both families), undefined when
- * nothing needs doing, or a failure when two additions give one mark two masks. Entries must be
- * valid (NetfilterLive checks).
- */
-export const renderTransaction = (
-  state: NftState,
-  changes: Changes
-): Result.Result<string | undefined, string> => {
+/** What one transaction does: the element deletions and additions, and whether it adds structure. */
+interface Transaction {
+  readonly deletes: ReadonlyArray<MarkEntry>
+  readonly adds: ReadonlyArray<MarkEntry>
+  /** Table, chain, set or rule lines (objects whose handles a later listing must reveal). */
+  readonly structure: ReadonlyArray<string>
+}
+
+const planTransaction = (state: NftState, changes: Changes): Result.Result<Transaction, string> => {
   const sets = new Map(state.sets.map((s) => [s.name, s]))
   const ownerIn = (e: MarkEntry) => sets.get(setName(e.mark, e.family))?.elements.get(canonicalIp(e.ip))
 
@@ -272,21 +272,54 @@ export const renderTransaction = (
     if (!state.tableExists) head.push(`add table ${T}`)
     if (!state.chainExists) head.push(`add chain ${T} ${CHAIN} ${CHAIN_SPEC}`)
   }
+  return Result.succeed({
+    deletes: [...deletes.values()],
+    adds: [...adds.values()],
+    structure: [...head, ...newSets, ...ruleLines]
+  })
+}
 
-  const grouped = (entries: Iterable<MarkEntry>, verb: string, render: (e: MarkEntry) => string) => {
-    const bySet = new Map<string, Array<string>>()
-    for (const e of entries) {
-      const name = setName(e.mark, e.family)
-      bySet.set(name, [...(bySet.get(name) ?? []), render(e)])
+/**
+ * The `nft -f -` transaction taking `state` through `changes` (both families), undefined when
+ * nothing needs doing, or a failure when two additions give one mark two masks. Entries must be
+ * valid (NetfilterLive checks).
+ */
+export const renderTransaction = (
+  state: NftState,
+  changes: Changes
+): Result.Result<string | undefined, string> =>
+  Result.map(planTransaction(state, changes), (tx) => {
+    const grouped = (entries: Iterable<MarkEntry>, verb: string, render: (e: MarkEntry) => string) => {
+      const bySet = new Map<string, Array<string>>()
+      for (const e of entries) {
+        const name = setName(e.mark, e.family)
+        bySet.set(name, [...(bySet.get(name) ?? []), render(e)])
+      }
+      return [...bySet].map(([name, items]) => `${verb} element ${T} ${name} { ${items.join(", ")} }`)
     }
-    return [...bySet].map(([name, items]) => `${verb} element ${T} ${name} { ${items.join(", ")} }`)
-  }
-  const lines = [
-    ...head,
-    ...newSets,
-    ...ruleLines,
-    ...grouped(deletes.values(), "delete", (e) => canonicalIp(e.ip)),
-    ...grouped(adds.values(), "add", (e) => `${canonicalIp(e.ip)} comment "${e.owner}"`)
-  ]
-  return Result.succeed(lines.length === 0 ? undefined : `${lines.join("\n")}\n`)
+    const lines = [
+      ...tx.structure,
+      ...grouped(tx.deletes, "delete", (e) => canonicalIp(e.ip)),
+      ...grouped(tx.adds, "add", (e) => `${canonicalIp(e.ip)} comment "${e.owner}"`)
+    ]
+    return lines.length === 0 ? undefined : `${lines.join("\n")}\n`
+  })
+
+/**
+ * The state after the transaction for `changes` succeeded, when it can be known without listing:
+ * only element changes. A transaction that adds a table, chain, set or rule gives undefined (the
+ * new rule's handle is the kernel's to choose; the next listing reads it).
+ */
+export const evolve = (state: NftState, changes: Changes): NftState | undefined => {
+  const tx = planTransaction(state, changes)
+  if (Result.isFailure(tx) || tx.success.structure.length > 0) return undefined
+  const sets = state.sets.map((set) => {
+    const elements = new Map(set.elements)
+    for (const e of tx.success.deletes)
+      if (setName(e.mark, e.family) === set.name) elements.delete(canonicalIp(e.ip))
+    for (const e of tx.success.adds)
+      if (setName(e.mark, e.family) === set.name) elements.set(canonicalIp(e.ip), e.owner)
+    return { ...set, elements }
+  })
+  return { ...state, sets }
 }

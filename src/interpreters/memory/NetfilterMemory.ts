@@ -25,65 +25,67 @@ export class Kernel {
   }
 }
 
+const make = (kernel: Kernel, faults: FaultPlan): Netfilter["Service"] =>
+  Netfilter.of({
+    usable: (b) => Effect.sync(() => kernel.usable[b]),
+    list: (b) =>
+      faults
+        .hit(
+          "netfilter.list",
+          () => new NetfilterFailed({ msg: `${b}: listing failed (injected)`, removal: true })
+        )
+        .pipe(
+          Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : []))),
+          // A real listing takes time: other calls run between reading and acting on it, so a
+          // read-then-change outside the node lock shows as lost or duplicate entries.
+          Effect.tap(() => Effect.yieldNow)
+        ),
+    apply: (b, changes) =>
+      faults
+        .hit(
+          "netfilter.apply",
+          () =>
+            new NetfilterFailed({
+              msg: `${b}: transaction failed (injected)`,
+              removal: changes.add.length === 0
+            })
+        )
+        .pipe(
+          Effect.andThen(
+            Effect.suspend(() => {
+              // The live backends' refusal, before anything changes (EntryValidity.ts).
+              const why = invalidChange(changes)
+              if (why !== undefined) {
+                return Effect.fail(
+                  new NetfilterFailed({
+                    msg: `${b}: invalid entry (${why})`,
+                    removal: changes.add.length === 0
+                  })
+                )
+              }
+              if (!kernel.usable[b]) {
+                return Effect.fail(
+                  new NetfilterFailed({ msg: `${b} is not usable`, removal: changes.add.length === 0 })
+                )
+              }
+              // Like the live backends: remove if present, add if absent, IPs as the kernel prints them.
+              const canonical = (e: MarkEntry): MarkEntry => ({ ...e, ip: canonicalIp(e.ip) })
+              const remove = changes.remove.map(canonical)
+              const kept = kernel.entries[b].filter((e) => !remove.some((r) => sameEntry(e, r)))
+              const add = changes.add
+                .map(canonical)
+                .filter((a, i, all) => all.findIndex((x) => sameEntry(x, a)) === i)
+              kernel.entries[b] = [...kept, ...add.filter((a) => !kept.some((e) => sameEntry(e, a)))]
+              for (const [family] of byFamily(changes)) kernel.transactions.push({ backend: b, family })
+              return Effect.void
+            })
+          )
+        )
+  })
+
 export const NetfilterMemory = {
+  /** The service itself, for a world that shares it with a committer built once. */
+  make,
   layer: (kernel: Kernel, faults: FaultPlan): Layer.Layer<Netfilter> =>
-    Layer.succeed(
-      Netfilter,
-      Netfilter.of({
-        usable: (b) => Effect.sync(() => kernel.usable[b]),
-        list: (b) =>
-          faults
-            .hit(
-              "netfilter.list",
-              () => new NetfilterFailed({ msg: `${b}: listing failed (injected)`, removal: true })
-            )
-            .pipe(
-              Effect.andThen(Effect.sync(() => (kernel.usable[b] ? [...kernel.entries[b]] : []))),
-              // A real listing takes time: other calls run between reading and acting on it, so a
-              // read-then-change outside the node lock shows as lost or duplicate entries.
-              Effect.tap(() => Effect.yieldNow)
-            ),
-        apply: (b, changes) =>
-          faults
-            .hit(
-              "netfilter.apply",
-              () =>
-                new NetfilterFailed({
-                  msg: `${b}: transaction failed (injected)`,
-                  removal: changes.add.length === 0
-                })
-            )
-            .pipe(
-              Effect.andThen(
-                Effect.suspend(() => {
-                  // The live backends' refusal, before anything changes (EntryValidity.ts).
-                  const why = invalidChange(changes)
-                  if (why !== undefined) {
-                    return Effect.fail(
-                      new NetfilterFailed({
-                        msg: `${b}: invalid entry (${why})`,
-                        removal: changes.add.length === 0
-                      })
-                    )
-                  }
-                  if (!kernel.usable[b]) {
-                    return Effect.fail(
-                      new NetfilterFailed({ msg: `${b} is not usable`, removal: changes.add.length === 0 })
-                    )
-                  }
-                  // Like the live backends: remove if present, add if absent, IPs as the kernel prints them.
-                  const canonical = (e: MarkEntry): MarkEntry => ({ ...e, ip: canonicalIp(e.ip) })
-                  const remove = changes.remove.map(canonical)
-                  const kept = kernel.entries[b].filter((e) => !remove.some((r) => sameEntry(e, r)))
-                  const add = changes.add
-                    .map(canonical)
-                    .filter((a, i, all) => all.findIndex((x) => sameEntry(x, a)) === i)
-                  kernel.entries[b] = [...kept, ...add.filter((a) => !kept.some((e) => sameEntry(e, a)))]
-                  for (const [family] of byFamily(changes)) kernel.transactions.push({ backend: b, family })
-                  return Effect.void
-                })
-              )
-            )
-      })
-    )
+    Layer.succeed(Netfilter, make(kernel, faults))
 }
