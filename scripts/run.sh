@@ -9,13 +9,15 @@ export PATH="$(dirname "$node"):$root/node_modules/.bin:$PATH"
 
 stamp=node_modules/.lock-stamp
 if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
-  # `npm install` rather than `npm ci`: vite names a Windows-only optional dependency that this
-  # registry does not serve, which npm ci treats as a lockfile mismatch. The lockfile is still obeyed.
-  npm install --no-audit --no-fund --loglevel=error >&2
+  # `npm ci`: installs exactly what package-lock.json says and never writes it, so a task leaves
+  # `git status` clean. It fails when package.json and the lockfile disagree: run `npm install` and
+  # commit the lockfile it writes. The lockfile must keep every platform's optional packages,
+  # e.g. vite's Windows-only napi-windows-process-start-time, or npm ci calls it out of sync.
+  npm ci --no-audit --no-fund --loglevel=error >&2
   cp package-lock.json "$stamp"
 fi
 
-task=${1:?usage: scripts/run.sh test|check|build|demo|bench}; shift
+task=${1:?usage: scripts/run.sh test|check|build|demo|bench|mutate}; shift
 case "$task" in
   check)
     biome check .
@@ -36,5 +38,6 @@ case "$task" in
   build) node scripts/build.ts "$@" ;;
   demo) bash scripts/demo.sh "$@" ;;
   bench) node scripts/bench.ts "$@" ;;
+  mutate) stryker run "$@" ;;
   *) echo "unknown task: $task" >&2; exit 2 ;;
 esac
