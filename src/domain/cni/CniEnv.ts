@@ -3,6 +3,7 @@
  * character rules before anything runs, so that no malformed id ever reaches a rule comment, a
  * state path or a delegate (code 4 otherwise).
  */
+import * as Result from "effect/Result"
 import { InvalidEnvironment, type Issue, issuesSummary } from "./Errors.ts"
 
 export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const
@@ -56,7 +57,7 @@ const parseArgs = (raw: string, issues: Array<Issue>): Record<string, string> =>
 /** Validates the variables a verb needs; VERSION needs none beyond CNI_COMMAND. */
 export const decodeEnv = (
   env: Readonly<Record<string, string | undefined>>
-): { env: CniEnv } | { error: InvalidEnvironment } => {
+): Result.Result<CniEnv, InvalidEnvironment> => {
   const issues: Array<Issue> = []
   const command = env.CNI_COMMAND ?? ""
   if (!(COMMANDS as ReadonlyArray<string>).includes(command)) {
@@ -102,25 +103,23 @@ export const decodeEnv = (
     })
 
   if (issues.length > 0) {
-    return {
-      error: new InvalidEnvironment({
+    return Result.fail(
+      new InvalidEnvironment({
         msg: issuesSummary("invalid CNI environment", issues),
         issues
       })
-    }
+    )
   }
-  return {
-    env: {
-      command: command as Command,
-      containerId,
-      netns,
-      ifname,
-      args,
-      rawArgs,
-      path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
-      podNamespace,
-      podName,
-      podUid
-    }
-  }
+  return Result.succeed({
+    command: command as Command,
+    containerId,
+    netns,
+    ifname,
+    args,
+    rawArgs,
+    path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
+    podNamespace,
+    podName,
+    podUid
+  })
 }

@@ -6,7 +6,7 @@
  * Both report every problem at once as `{path, message}` issues on an InvalidConfig (code 7); only an
  * unsupported `cniVersion` is code 1.
  */
-import { Schema, SchemaIssue } from "effect"
+import { Result, Schema, SchemaIssue } from "effect"
 import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "../net/Mark.ts"
 import { DEFAULT_TENANTS, isDnsLabel, type Tenant } from "../tenancy/Tenant.ts"
 import { CniResult } from "./CniResult.ts"
@@ -130,13 +130,13 @@ const isAbsolute = (p: string) => p.startsWith("/") && !p.includes("\0")
 /** Cross-key rules of §2 on a shape-valid config; every problem is reported at once. */
 export const validateConfig = (
   wire: NetConfWire
-): { config: PluginConfig } | { error: InvalidConfig | IncompatibleVersion } => {
+): Result.Result<PluginConfig, InvalidConfig | IncompatibleVersion> => {
   if (!isSupportedVersion(wire.cniVersion)) {
-    return {
-      error: new IncompatibleVersion({
+    return Result.fail(
+      new IncompatibleVersion({
         msg: `cniVersion ${JSON.stringify(wire.cniVersion)} is not supported; supported: ${SUPPORTED_VERSIONS.join(", ")}`
       })
-    }
+    )
   }
   const issues: Array<Issue> = []
   const bad = (path: string, message: string) => issues.push({ path, message })
@@ -220,34 +220,32 @@ export const validateConfig = (
     else issues.push(...schemaIssues(decoded.failure.issue, ["prevResult"]))
   }
 
-  if (issues.length > 0) return { error: invalidConfig(issues) }
-  return {
-    config: {
-      cniVersion: wire.cniVersion,
-      name: wire.name,
-      delegate: wire.delegate === undefined ? undefined : { type: wire.delegate.type, conf: wire.delegate },
-      kubeconfig: wire.kubeconfig,
-      annotationKey,
-      tenants,
-      markMask,
-      backend: wire.backend ?? "auto",
-      failurePolicy: wire.failurePolicy ?? "closed",
-      pinning: wire.pinning ?? "best-effort",
-      apiTimeoutMs,
-      delegateTimeoutMs,
-      stateDir: wire.stateDir ?? DEFAULT_STATE_DIR,
-      logFile: wire.logFile,
-      logLevel: wire.logLevel ?? "info",
-      logMaxBytes: wire.logMaxBytes ?? 10 * 1024 * 1024,
-      prevResult,
-      validAttachments: wire[VALID_ATTACHMENTS_KEY]?.map((a) => ({
-        containerId: a.containerID,
-        ifname: a.ifname
-      })),
-      podAnnotations: wire.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],
-      runtimeConfig: wire.runtimeConfig
-    }
-  }
+  if (issues.length > 0) return Result.fail(invalidConfig(issues))
+  return Result.succeed({
+    cniVersion: wire.cniVersion,
+    name: wire.name,
+    delegate: wire.delegate === undefined ? undefined : { type: wire.delegate.type, conf: wire.delegate },
+    kubeconfig: wire.kubeconfig,
+    annotationKey,
+    tenants,
+    markMask,
+    backend: wire.backend ?? "auto",
+    failurePolicy: wire.failurePolicy ?? "closed",
+    pinning: wire.pinning ?? "best-effort",
+    apiTimeoutMs,
+    delegateTimeoutMs,
+    stateDir: wire.stateDir ?? DEFAULT_STATE_DIR,
+    logFile: wire.logFile,
+    logLevel: wire.logLevel ?? "info",
+    logMaxBytes: wire.logMaxBytes ?? 10 * 1024 * 1024,
+    prevResult,
+    validAttachments: wire[VALID_ATTACHMENTS_KEY]?.map((a) => ({
+      containerId: a.containerID,
+      ifname: a.ifname
+    })),
+    podAnnotations: wire.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],
+    runtimeConfig: wire.runtimeConfig
+  })
 }
 
 export const invalidConfig = (issues: ReadonlyArray<Issue>): InvalidConfig =>
@@ -259,8 +257,8 @@ export const invalidConfig = (issues: ReadonlyArray<Issue>): InvalidConfig =>
 /** Shape-decodes then validates a parsed JSON value. */
 export const decodeConfig = (
   json: unknown
-): { config: PluginConfig } | { error: InvalidConfig | IncompatibleVersion } => {
+): Result.Result<PluginConfig, InvalidConfig | IncompatibleVersion> => {
   const wire = Schema.decodeUnknownResult(NetConfWire)(json, { errors: "all" })
-  if (wire._tag === "Failure") return { error: invalidConfig(schemaIssues(wire.failure.issue)) }
+  if (wire._tag === "Failure") return Result.fail(invalidConfig(schemaIssues(wire.failure.issue)))
   return validateConfig(wire.success)
 }

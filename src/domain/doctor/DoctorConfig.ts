@@ -109,9 +109,9 @@ export const pickConflist = (
       .filter((p) => p !== entry && typeof p.type === "string")
       .map((p) => String(p.type))
     const decoded = decodeConfig({ ...entry, cniVersion: list.cniVersion, name: list.name })
-    if ("error" in decoded)
-      return { problem: `${file.path}: the plugin rejects its entry: ${decoded.error.msg}` }
-    return { plugin: settingsOf(file.path, decoded.config, others) }
+    if (Result.isFailure(decoded))
+      return { problem: `${file.path}: the plugin rejects its entry: ${decoded.failure.msg}` }
+    return { plugin: settingsOf(file.path, decoded.success, others) }
   }
   return undefined
 }

@@ -12,6 +12,7 @@
  * puts that file's tenants and markMask into the plugin's entry, so the mark a pod gets (the conflist)
  * and the way the node routes it (node-setup) cannot drift apart.
  */
+import { Result } from "effect"
 import { decodeConfig } from "../cni/Config.ts"
 import type { Issue } from "../cni/Errors.ts"
 import { isCidr } from "../net/Ip.ts"
@@ -81,9 +82,9 @@ export const renderConflist = (
     name: conflist.name,
     cniVersion: conflist.cniVersion
   })
-  if ("error" in decoded) {
-    const issues =
-      "issues" in decoded.error ? decoded.error.issues : [{ path: "cniVersion", message: decoded.error.msg }]
+  if (Result.isFailure(decoded)) {
+    const e = decoded.failure
+    const issues = "issues" in e ? e.issues : [{ path: "cniVersion", message: e.msg }]
     return { issues: issues.map((i) => ({ path: `plugins.0.${i.path}`, message: i.message })) }
   }
   return { conflist }
