@@ -10,11 +10,8 @@ import { Command, Flag } from "effect/cli"
 import type { ChildProcessSpawner } from "effect/process"
 import { DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
-import {
-  DEFAULT_TENANTS_FILE,
-  decodeNodeSetupConfigJson,
-  formatIssues
-} from "../src/domain/node-setup/NodeSetupConfig.ts"
+import { formatIssues } from "../src/domain/decode/Issue.ts"
+import { DEFAULT_TENANTS_FILE, decodeNodeSetupConfigJson } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"

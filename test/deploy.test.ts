@@ -226,7 +226,7 @@ describe("deploy manifests", () => {
     }
     const r = renderConflist(bad, ["10.0.0.0/24"])
     assert.isTrue("issues" in r)
-    if ("issues" in r) assert.strictEqual(r.issues[0]?.path, "plugins.0.tenants.a.mark")
+    if ("issues" in r) assert.strictEqual(r.issues[0]?.path, "plugins[0].tenants.a.mark")
     assert.isTrue("issues" in renderConflist(bad, []))
   })
 })

@@ -3,8 +3,11 @@
  * character rules before anything runs, so that no malformed id ever reaches a rule comment, a
  * state path or a delegate (code 4 otherwise).
  */
+
 import * as Result from "effect/Result"
-import { InvalidEnvironment, type Issue, issuesSummary } from "./Errors.ts"
+import type { Issue } from "../decode/Issue.ts"
+import { isDnsLabel, isDnsSubdomain } from "../net/DnsNames.ts"
+import { InvalidEnvironment, issuesSummary } from "./Errors.ts"
 
 export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const
 export type Command = (typeof COMMANDS)[number]
@@ -32,8 +35,6 @@ export const isContainerId = (s: string): boolean =>
 export const isIfname = (s: string): boolean =>
   s.length > 0 && new TextEncoder().encode(s).length <= 15 && s !== "." && s !== ".." && !/[/:\s]/.test(s)
 
-const isDnsLabel = (s: string) => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
-const isDnsSubdomain = (s: string) => s.length <= 253 && s.split(".").every(isDnsLabel)
 /** Pod uids are UUIDs, or for static pods a hex digest: letters, digits and `-`, nothing else. */
 const isPodUid = (s: string) => /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/.test(s)
 

@@ -6,12 +6,22 @@
  * Both report every problem at once as `{path, message}` issues on an InvalidConfig (code 7); only an
  * unsupported `cniVersion` is code 1.
  */
-import { Result, Schema, SchemaIssue } from "effect"
-import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "../net/Mark.ts"
-import { DEFAULT_TENANTS, isDnsLabel, type Tenant } from "../tenancy/Tenant.ts"
+import { Result, Schema } from "effect"
+import { type Issue, schemaIssues } from "../decode/Issue.ts"
+import { isDnsLabel } from "../net/DnsNames.ts"
+import {
+  and32,
+  formatMark,
+  isMarkValue,
+  not32,
+  or32,
+  parseMarkLiteral,
+  reservedBitsProblem
+} from "../net/Mark.ts"
+import { DEFAULT_TENANTS, type Tenant } from "../tenancy/Tenant.ts"
 import { CniResult } from "./CniResult.ts"
 import { type CniVersion, isSupportedVersion, SUPPORTED_VERSIONS } from "./CniVersion.ts"
-import { IncompatibleVersion, InvalidConfig, type Issue, issuesSummary } from "./Errors.ts"
+import { IncompatibleVersion, InvalidConfig, issuesSummary } from "./Errors.ts"
 
 export const DEFAULT_ANNOTATION_KEY = "tenant.routing/fwmark"
 export const ALLOWED_TENANTS_KEY = "tenant.routing/allowed-tenants"
@@ -113,15 +123,6 @@ const MIN_TIMEOUT_MS = 100
 const MAX_TIMEOUT_MS = 10 * 60_000
 
 /** Turns a Schema issue tree into `{path, message}` lines. */
-export const schemaIssues = (issue: SchemaIssue.Issue, prefix: ReadonlyArray<string> = []): Array<Issue> =>
-  SchemaIssue.makeFormatterStandardSchemaV1()(issue).issues.map((i) => ({
-    path: [
-      ...prefix,
-      ...(i.path ?? []).map((p) => String(typeof p === "object" && p !== null ? p.key : p))
-    ].join("."),
-    message: i.message
-  }))
-
 const markOf = (v: string | number): number | undefined =>
   typeof v === "number" ? (Number.isInteger(v) ? v : undefined) : parseMarkLiteral(v.trim())
 
@@ -165,12 +166,8 @@ export const validateConfig = (
     if (other !== undefined)
       bad(`tenants.${t.name}.mark`, `${formatMark(t.mark)} is also the mark of ${other}`)
     seen.set(t.mark, t.name)
-    if (and32(t.mark, RESERVED_BITS) !== 0) {
-      bad(
-        `tenants.${t.name}.mark`,
-        `${formatMark(t.mark)} touches bits used by Kubernetes (0xc000) or portmap (0x2000)`
-      )
-    }
+    const reserved = reservedBitsProblem(t.mark)
+    if (reserved !== undefined) bad(`tenants.${t.name}.mark`, reserved)
   }
 
   const union = tenants.reduce((m, t) => or32(m, t.mark), 0)
@@ -180,8 +177,8 @@ export const validateConfig = (
     if (m === undefined || !isMarkValue(m)) bad("markMask", "must be a mask in 1..0xffffffff")
     else {
       markMask = m
-      if (and32(m, RESERVED_BITS) !== 0)
-        bad("markMask", "touches bits used by Kubernetes (0xc000) or portmap (0x2000)")
+      const reserved = reservedBitsProblem(m)
+      if (reserved !== undefined) bad("markMask", reserved)
       for (const t of tenants) {
         if (and32(t.mark, not32(m)) !== 0)
           bad(`tenants.${t.name}.mark`, `${formatMark(t.mark)} has bits outside markMask ${formatMark(m)}`)

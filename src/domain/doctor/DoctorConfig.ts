@@ -8,13 +8,10 @@
  */
 import { Result } from "effect"
 import { decodeConfig, type PluginConfig } from "../cni/Config.ts"
+import { formatIssues } from "../decode/Issue.ts"
 import { PLUGIN_TYPE } from "../install/Conflist.ts"
 import { formatMark, or32 } from "../net/Mark.ts"
-import {
-  decodeNodeSetupConfigJson,
-  formatIssues,
-  type NodeSetupConfig
-} from "../node-setup/NodeSetupConfig.ts"
+import { decodeNodeSetupConfigJson, type NodeSetupConfig } from "../node-setup/NodeSetupConfig.ts"
 import { DEFAULT_TENANTS } from "../tenancy/Tenant.ts"
 import type { LoadedConfig, PluginSettings, TenantSource } from "./Facts.ts"
 

@@ -21,9 +21,6 @@ export const DEFAULT_TENANTS: ReadonlyArray<Tenant> = [
   { name: "tenant-b", mark: 0x20 }
 ]
 
-/** RFC 1123 label, as Kubernetes namespaces are: tenant names must be one. */
-export const isDnsLabel = (s: string): boolean => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
-
 const describeKnown = (tenants: ReadonlyArray<Tenant>): ReadonlyArray<string> =>
   tenants.map((t) => `${t.name} (${formatMark(t.mark)})`)
 
