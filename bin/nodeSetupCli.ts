@@ -71,7 +71,7 @@ export const nodeSetupCommand = (env: NodeSetupCliEnv) =>
           writeRtTables: flags.writeRtTables,
           ...(env.rtTablesPath === undefined ? {} : { rtTablesPath: env.rtTablesPath }),
           ...(env.rtProtosPath === undefined ? {} : { rtProtosPath: env.rtProtosPath })
-        }).pipe(Effect.mapError((e) => failed(NAME, e.message)))
+        }).pipe(Effect.mapError((e) => failed(NAME, e.msg)))
         yield* printResult(flags.json, report, formatReport)
       }).pipe(Effect.provide(env.routing ?? RoutingIproute2.layer()))
   ).pipe(

@@ -119,7 +119,7 @@ export const uninstallCommand = (env: UninstallCliEnv) =>
           tenants,
           tenantsCopy: DEFAULT_TENANTS_FILE,
           force: flags.force
-        }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: 1, message: e.message })))
+        }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: 1, message: e.msg })))
         yield* printResult(flags.json, report, formatUninstall)
         // Not done yet: the output says who holds the executables. A retry loop (the uninstall
         // DaemonSet's init container) runs it again until they are gone.

@@ -27,6 +27,10 @@ export const DEFAULT_ANNOTATION_KEY = "tenant.routing/fwmark"
 export const ALLOWED_TENANTS_KEY = "tenant.routing/allowed-tenants"
 export const POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 export const VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
+/** The netfilter backends, in the order DEL, GC and inspect visit them. */
+export const BACKENDS = ["iptables", "nftables"] as const
+export type Backend = (typeof BACKENDS)[number]
+
 export const DEFAULT_STATE_DIR = "/var/lib/cni/tenant-routing"
 
 const MarkValue = Schema.Union([Schema.String, Schema.Number]).annotate({
@@ -50,7 +54,7 @@ export const NetConfWire = Schema.StructWithRest(
     annotationKey: Schema.optionalKey(Schema.String),
     tenants: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ mark: MarkValue }))),
     markMask: Schema.optionalKey(MarkValue),
-    backend: Schema.optionalKey(Schema.Literals(["iptables", "nftables", "auto"])),
+    backend: Schema.optionalKey(Schema.Literals([...BACKENDS, "auto"])),
     failurePolicy: Schema.optionalKey(Schema.Literals(["closed", "open"])),
     pinning: Schema.optionalKey(Schema.Literals(["strict", "best-effort"])),
     apiTimeout: Schema.optionalKey(Duration),
@@ -78,8 +82,6 @@ export const NetConfWire = Schema.StructWithRest(
   [Schema.Record(Schema.String, Schema.Unknown)]
 )
 export type NetConfWire = typeof NetConfWire.Type
-
-export type Backend = "iptables" | "nftables"
 
 export interface PluginConfig {
   readonly cniVersion: CniVersion

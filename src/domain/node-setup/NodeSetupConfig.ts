@@ -142,7 +142,8 @@ export type NodeSetupConfigWire = typeof NodeSetupConfigWire.Encoded
 // ---------------------------------------------------------------------------------------------------
 // The decoded config.
 
-export interface Tenant {
+/** A tenant as node-setup sees it: its mark and where marked traffic goes (not the CNI config's Tenant). */
+export interface TenantRoute {
   readonly name: string
   readonly mark: number
   readonly table: number
@@ -155,15 +156,15 @@ export interface Tenant {
 export interface NodeSetupConfig {
   readonly markMask: number
   /** Sorted by name, so plans and reports do not depend on key order in the file. */
-  readonly tenants: ReadonlyArray<Tenant>
+  readonly tenants: ReadonlyArray<TenantRoute>
 }
 
-export const gatewaysOf = (tenant: Tenant, family: Family): ReadonlyArray<string> =>
+export const gatewaysOf = (tenant: TenantRoute, family: Family): ReadonlyArray<string> =>
   tenant.gateways.filter((g) => ipFamily(g) === family)
 
 const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Issue> => {
   const issues: Array<Issue> = []
-  const at = (t: Tenant, field: string) => `tenants.${t.name}.${field}`
+  const at = (t: TenantRoute, field: string) => `tenants.${t.name}.${field}`
   if (config.tenants.length === 0) issues.push({ path: "tenants", message: "expected at least one tenant" })
   const reservedProblem = reservedBitsProblem
   const maskProblem = maskGiven ? reservedProblem(config.markMask) : undefined
@@ -204,7 +205,7 @@ const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Is
   return issues
 }
 
-const toTenant = (name: string, t: typeof TenantWire.Type): Tenant => ({
+const toTenant = (name: string, t: typeof TenantWire.Type): TenantRoute => ({
   name,
   mark: markValue(t.mark)!,
   table: t.table,
@@ -236,7 +237,7 @@ export const decodeNodeSetupConfig = (
     return Result.fail([...issues, ...(Result.isFailure(rest) ? rest.failure : [])])
   }
   const issues: Array<Issue> = []
-  const tenants: Array<Tenant> = []
+  const tenants: Array<TenantRoute> = []
   for (const [name, value] of Object.entries(file.success.tenants).sort(byName)) {
     if (!isDnsLabel(name))
       issues.push({
