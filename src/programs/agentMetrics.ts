@@ -18,7 +18,7 @@
  * Verb and code come from the call's env and answer only (bounded sets), never from pod names.
  */
 import { Clock, Effect, Metric } from "effect"
-import { BACKENDS } from "../domain/datapath/Entries.ts"
+import { BACKENDS } from "../domain/cni/Config.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import type { CallHandler } from "./agent.ts"
 

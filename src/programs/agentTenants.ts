@@ -31,12 +31,9 @@ import {
   type Scope,
   Stream
 } from "effect"
+import { formatIssues } from "../domain/decode/Issue.ts"
 import { sha256Hex } from "../domain/net/Sha256.ts"
-import {
-  decodeNodeSetupConfigJson,
-  formatIssues,
-  type NodeSetupConfig
-} from "../domain/node-setup/NodeSetupConfig.ts"
+import { decodeNodeSetupConfigJson, type NodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
 import type { Routing } from "../domain/node-setup/Routing.ts"
 import { nodeSetupDrift, nodeSetupRuns } from "./agentMetrics.ts"
 import { describeFileError } from "./fileError.ts"
@@ -111,7 +108,7 @@ export const keepNodeSetupConverged = Effect.fn("agent.keepNodeSetupConverged")(
       }).pipe(Effect.result)
       if (Result.isFailure(report)) {
         yield* count(reason, "failed")
-        return yield* Effect.logError("node-setup run failed", { reason, error: report.failure.message })
+        return yield* Effect.logError("node-setup run failed", { reason, error: report.failure.msg })
       }
       const { changes, lines, foreign, blocked } = report.success
       yield* count(reason, changes === 0 ? "unchanged" : "applied")
