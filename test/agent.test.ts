@@ -18,16 +18,16 @@ import * as fc from "fast-check"
 import type { AgentOptions } from "../bin/agent.ts"
 import { parseHostPort } from "../bin/agentCli.ts"
 import { runCli } from "../bin/cli.ts"
+import * as AgentServer from "../src/interpreters/live/AgentServer.ts"
 import {
   type AgentHandler,
-  AgentServer,
   type AgentServerOptions,
   type AgentStartFailed,
   decodeRequest,
   encodeReply,
   MAX_FRAME_BYTES
 } from "../src/interpreters/live/AgentServer.ts"
-import { MetricsHttp } from "../src/interpreters/live/MetricsHttp.ts"
+import * as MetricsHttp from "../src/interpreters/live/MetricsHttp.ts"
 import { type CacheView, cacheSettled, codeOf } from "../src/programs/agentMetrics.ts"
 import { runCni } from "../src/programs/dispatch.ts"
 import { removePath, tempDir } from "./sim/netns.ts"

@@ -34,7 +34,7 @@ import { podOfCacheEntry } from "../src/domain/install/Holders.ts"
 import { decodeNodeSetupConfig } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import { desired } from "../src/domain/node-setup/RoutingPlan.ts"
 import { AnnotationSource } from "../src/domain/tenancy/AnnotationSource.ts"
-import { AnnotationsKubernetes } from "../src/interpreters/live/AnnotationsKubernetes.ts"
+import * as AnnotationsKubernetes from "../src/interpreters/live/AnnotationsKubernetes.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 import { type KubeApiServer, startKubeApiServer } from "./support/kubeApiServer.ts"
 

@@ -348,5 +348,3 @@ export const serve = Effect.fn("AgentServer.serve")(function* (
       })
   )
 })
-
-export const AgentServer = { serve } as const

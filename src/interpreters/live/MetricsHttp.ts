@@ -102,5 +102,3 @@ export const serve = Effect.fn("MetricsHttp.serve")(function* (
     ? { host: bound.address, port: bound.port }
     : { host: options.host, port: options.port }
 })
-
-export const MetricsHttp = { serve } as const

@@ -352,5 +352,3 @@ export const layer = (options: NetfilterLiveOptions = {}): Layer.Layer<Netfilter
     Layer.provide(NodeChildProcessSpawner.layer),
     Layer.provide(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer))
   )
-
-export const NetfilterLive = { make, layer } as const
