@@ -130,7 +130,7 @@ export interface WrapperConfOptions {
 /** Our plugin (wrapper mode: delegate ptp + host-local) followed by portmap, or `trw-next` for 1.1.0. */
 export const tenantConflist = (o: WrapperConfOptions): Conflist =>
   // No agent serves these suites: wrapperConflist's default socket path keeps a node's real agent out.
-  wrapperConflist({ ...o, then: [{ type: o.version === "1.1.0" ? NEXT_PLUGIN : "portmap" }] })
+  wrapperConflist({ ...o, after: [{ type: o.version === "1.1.0" ? NEXT_PLUGIN : "portmap" }] })
 
 // ---------------------------------------------------------------------------------------------------
 // The kernel's marks, read with the system tools in the node namespace

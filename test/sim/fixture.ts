@@ -23,7 +23,7 @@ import { isIP } from "node:net"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Conflist, PluginConf } from "./cniRuntime.ts"
-import { hasTool, isRoot } from "./netns.ts"
+import { hasTool, isRoot, type Spawned, spawnIn } from "./netns.ts"
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 export const DIST_DIR = join(ROOT, "dist")
@@ -190,6 +190,65 @@ export const installInto = (binDir: string, options: { readonly link?: boolean }
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The agent
+
+/** Whether `program` has the `agent` subcommand with its watch-cache flags (`--kubeconfig`). */
+export const hasAgentCommand = (program: string): boolean => {
+  const r = spawnSync(program, ["agent", "--help"], { encoding: "utf8", timeout: 30_000 })
+  return r.status === 0 && `${r.stdout}${r.stderr}`.includes("--kubeconfig")
+}
+
+export interface RunningAgent extends Spawned {
+  readonly socket: string
+  /** Its resident memory now, in KiB (VmRSS), from /proc. */
+  readonly rssKiB: () => number
+  /** The CNI calls it has logged (`ADD ok`, `DEL failed`, ...), when calls log to its stderr. */
+  readonly calls: () => Readonly<Record<string, number>>
+}
+
+/**
+ * Starts an agent in namespace `ns` (`argv`: e.g. `[program, "agent"]`, or `[node, "bin/agent.ts"]`
+ * from source) listening on `socket`, with the node's PATH, and resolves once it logged `agent ready`.
+ * It is registered with netns.ts, so it is killed at exit if the caller does not stop it first.
+ */
+export const startAgentIn = async (
+  ns: string,
+  argv: ReadonlyArray<string>,
+  socket: string,
+  extraArgs: ReadonlyArray<string> = [],
+  timeoutMs = 60_000
+): Promise<RunningAgent> => {
+  const spawned = spawnIn(ns, argv[0]!, [...argv.slice(1), "--socket", socket, ...extraArgs], {
+    env: { ...NODE_ENV }
+  })
+  const deadline = Date.now() + timeoutMs
+  let exited = false
+  void spawned.exited.then(() => {
+    exited = true
+  })
+  while (!spawned.output().stderr.includes('"agent ready"')) {
+    if (exited || Date.now() > deadline) {
+      await spawned.kill("SIGKILL")
+      throw new Error(`agent not ready (${exited ? "exited" : "timed out"}): ${spawned.output().stderr}`)
+    }
+    await sleep(50)
+  }
+  const rssKiB = () => {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${spawned.pid}/status`, "utf8"))
+    return m === null ? Number.NaN : Number(m[1])
+  }
+  const calls = () => {
+    const counts: Record<string, number> = {}
+    for (const line of spawned.output().stderr.split("\n")) {
+      const m = /"(ADD|DEL|CHECK|GC|STATUS|VERSION) (ok|failed)"/.exec(line)
+      if (m !== null) counts[`${m[1]} ${m[2]}`] = (counts[`${m[1]} ${m[2]}`] ?? 0) + 1
+    }
+    return counts
+  }
+  return { ...spawned, socket, rssKiB, calls }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Conflists
 
 export interface WrapperPluginOptions {
@@ -234,17 +293,17 @@ export const wrapperPlugin = (o: WrapperPluginOptions): PluginConf => {
   }
 }
 
-/** A conflist: our plugin (wrapper mode over ptp + host-local), then `then` (e.g. portmap). */
+/** A conflist: our plugin (wrapper mode over ptp + host-local), then `after` (e.g. portmap). */
 export const wrapperConflist = (
   o: WrapperPluginOptions & {
     readonly version: string
     readonly name: string
-    readonly then?: ReadonlyArray<PluginConf>
+    readonly after?: ReadonlyArray<PluginConf>
   }
 ): Conflist => ({
   cniVersion: o.version,
   name: o.name,
-  plugins: [wrapperPlugin(o), ...(o.then ?? [])]
+  plugins: [wrapperPlugin(o), ...(o.after ?? [])]
 })
 
 // ---------------------------------------------------------------------------------------------------
