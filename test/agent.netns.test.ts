@@ -39,7 +39,7 @@ import {
 } from "./sim/netns.ts"
 import { type AgentProcess, call, startAgent } from "./support/agentClient.ts"
 
-const WRAPPER = join(ROOT, "bin", "tenant-routing-wrapper.ts")
+const WRAPPER = join(ROOT, "bin", "tenant-routing.ts")
 
 interface Answer {
   readonly exit: number

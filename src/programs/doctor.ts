@@ -3,7 +3,8 @@
  * services, then let `diagnose` (domain/doctor/Diagnose.ts) judge it. Reads top to bottom: load the
  * tenants file and the installed conflist, read rules and the tenant tables, then everything else
  * concurrently — backends, entries, records, reverse-path sysctls, netfilter inventory, CNI binaries,
- * Cilium's status, and one namespace read with the configured identity.
+ * Cilium's status, and one namespace read with the configured identity — and the CNI config dir's
+ * listing with our conflist, for the chaining check.
  *
  * Nothing here changes the node, and nothing fails: a fact that cannot be read becomes `Unreadable`
  * with the reason, and the diagnosis reports it (usually as a warning), so one broken tool never
@@ -117,6 +118,19 @@ const readConfig = Effect.fnUntraced(function* (options: DoctorOptions) {
   })
 })
 
+/** The CNI config dir's file names and the conflist holding the plugin, parsed (`cni-chaining`). */
+const readCniConf = (dir: string, plugin: PluginSettings) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const files = yield* fs.readDirectory(dir)
+    const text = yield* fs.readFileString(plugin.conflist)
+    const conflist = yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: () => new Error(`${plugin.conflist} is not JSON`)
+    })
+    return { files, conflist }
+  })
+
 /** rp_filter and src_valid_mark of `all` and of the interfaces leading to the IPv4 gateways. */
 const readRp = (gateways: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -217,6 +231,7 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     { concurrency: "unbounded" }
   )
   const cilium = ciliumPresent(inventory, files, plugin) ? yield* fact(node.ciliumStatus) : undefined
+  const cniConf = plugin === undefined ? undefined : yield* fact(readCniConf(options.cniConfDir, plugin))
   return {
     config,
     backends: { iptables: ipt.usable, nftables: nft.usable },
@@ -229,7 +244,8 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     inventory,
     files,
     cilium,
-    api
+    api,
+    ...(cniConf === undefined ? {} : { cniConf })
   } satisfies DoctorFacts
 })
 

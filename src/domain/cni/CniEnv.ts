@@ -19,6 +19,8 @@ export interface CniEnv {
   readonly path: ReadonlyArray<string>
   readonly podNamespace: string | undefined
   readonly podName: string | undefined
+  /** K8S_POD_UID: a UUID, or the hex digest the kubelet gives static pods. */
+  readonly podUid: string | undefined
 }
 
 /** CNI spec: container ids are alphanumerics plus `_ . -`, starting with an alphanumeric. */
@@ -31,6 +33,8 @@ export const isIfname = (s: string): boolean =>
 
 const isDnsLabel = (s: string) => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
 const isDnsSubdomain = (s: string) => s.length <= 253 && s.split(".").every(isDnsLabel)
+/** Pod uids are UUIDs, or for static pods a hex digest: letters, digits and `-`, nothing else. */
+const isPodUid = (s: string) => /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/.test(s)
 
 const parseArgs = (raw: string, issues: Array<Issue>): Record<string, string> => {
   const out: Record<string, string> = {}
@@ -90,6 +94,12 @@ export const decodeEnv = (
     issues.push({ path: "CNI_ARGS.K8S_POD_NAMESPACE", message: "must be a Kubernetes namespace name" })
   if (podName !== undefined && !isDnsSubdomain(podName))
     issues.push({ path: "CNI_ARGS.K8S_POD_NAME", message: "must be a Kubernetes object name" })
+  const podUid = args.K8S_POD_UID
+  if (podUid !== undefined && !isPodUid(podUid))
+    issues.push({
+      path: "CNI_ARGS.K8S_POD_UID",
+      message: "must be a pod uid (letters, digits and -, at most 128)"
+    })
 
   if (issues.length > 0) {
     return {
@@ -109,7 +119,8 @@ export const decodeEnv = (
       rawArgs,
       path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
       podNamespace,
-      podName
+      podName,
+      podUid
     }
   }
 }
