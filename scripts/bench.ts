@@ -40,7 +40,7 @@ import {
 } from "../test/sim/fixture.ts"
 import { cleanupOnSignals, isRoot, randomPrefix, removePath, tempDir } from "../test/sim/netns.ts"
 import { burst } from "./bench/burst.ts"
-import { callSync, mustSucceed, TIME } from "./bench/calls.ts"
+import { callAsync, callSync, mustSucceed, TIME } from "./bench/calls.ts"
 import { countEntries, fillThroughAgent, iptablesReference } from "./bench/flat.ts"
 import {
   type Backend,
@@ -56,7 +56,7 @@ import {
 } from "./bench/node.ts"
 import { loadAverage, machine, markdownTable, type Row, textTable } from "./bench/report.ts"
 import { bare, measure, shim, withFirewall } from "./bench/series.ts"
-import { max, median, mib, ms, p90, paired } from "./bench/stats.ts"
+import { max, median, mib, ms, p90, paired, signed } from "./bench/stats.ts"
 
 const say = (line = "") => process.stdout.write(`${line}\n`)
 const MiB = 1024
@@ -216,7 +216,7 @@ const main = async (): Promise<number> => {
           `peak RSS ${mib(max(x.addRss))}` +
           (label === "bare"
             ? ""
-            : `  overhead ADD +${median(paired(x.add, b.add)).toFixed(1)}, DEL +${median(paired(x.del, b.del)).toFixed(1)}`)
+            : `  overhead ADD ${signed(median(paired(x.add, b.add)))}, DEL ${signed(median(paired(x.del, b.del)))}`)
       )
     if (api !== undefined) say(`  API requests other than LIST/WATCH during the series: ${directReads}`)
     const over = (label: string, verb: "add" | "del") => {
@@ -227,7 +227,7 @@ const main = async (): Promise<number> => {
     const fmtOver = (label: string, verb: "add" | "del") =>
       s(label) === undefined
         ? "not measured (agent without --kubeconfig)"
-        : `+${over(label, verb).toFixed(1)} ms (×${ratio(label, verb).toFixed(1)}; p90 ${p90(paired(s(label)![verb], b[verb])).toFixed(1)})`
+        : `${signed(over(label, verb))} ms (×${ratio(label, verb).toFixed(1)}; p90 ${p90(paired(s(label)![verb], b[verb])).toFixed(1)})`
     const shimRss = Math.max(max(s("agentrc")!.addRss), max(s("agentrc")!.delRss), max(vAgent.rss))
     const aloneRss = Math.max(max(s("standalone")!.addRss), max(s("standalone")!.delRss), max(vAlone.rss))
     const shimSize = statSync(SHIM).size
@@ -320,17 +320,15 @@ const main = async (): Promise<number> => {
       agentSocket: agent.socket,
       ...(api === undefined ? {} : { kubeconfig: api.kubeconfig })
     })
-    const cycle = (i: number) => {
+    // Four workers, each with a pod namespace of its own, so the cycles fit the run's time budget.
+    const WORKERS = 4
+    const cycle = async (i: number) => {
+      const podOf = burstPods[i % WORKERS]!
       const env = (verb: "ADD" | "DEL") =>
-        cniEnv(verb, {
-          podNs: podNs!,
-          id: `cycles${i}`,
-          pod: `pod-${i % 250}`,
-          cniPath: [binDir, SYSTEM_CNI]
-        })
+        cniEnv(verb, { podNs: podOf, id: `cycles${i}`, pod: `pod-${i % 250}`, cniPath: [binDir, SYSTEM_CNI] })
       const add = mustSucceed(
         "cycle ADD",
-        callSync(shimPath, {
+        await callAsync(shimPath, {
           prefix: node.prefix,
           env: env("ADD"),
           stdin: JSON.stringify(cycleConf),
@@ -339,7 +337,7 @@ const main = async (): Promise<number> => {
       )
       mustSucceed(
         "cycle DEL",
-        callSync(shimPath, {
+        await callAsync(shimPath, {
           prefix: node.prefix,
           env: env("DEL"),
           stdin: JSON.stringify({ ...cycleConf, prevResult: JSON.parse(add.stdout) as unknown }),
@@ -347,10 +345,18 @@ const main = async (): Promise<number> => {
         })
       )
     }
+    const cyclesFrom = async (from: number, to: number) => {
+      let next = from
+      await Promise.all(
+        Array.from({ length: WORKERS }, async () => {
+          while (next < to) await cycle(next++)
+        })
+      )
+    }
     const warm = Math.min(50, Math.floor(cycles / 5))
-    for (let i = 0; i < warm; i++) cycle(i)
+    await cyclesFrom(0, warm)
     const rssWarm = agent.rssKiB()
-    for (let i = warm; i < cycles; i++) cycle(i)
+    await cyclesFrom(warm, cycles)
     const rssEnd = agent.rssKiB()
     loads.push(loadAverage())
     const growth = (rssEnd - rssWarm) / rssWarm
@@ -474,7 +480,7 @@ const main = async (): Promise<number> => {
           {
             what: "reference: original iptables -C, -A per pod",
             target: "(+13.5 ms ADD measured before)",
-            measured: `ADD +${refGrowth.toFixed(1)} ms (${ms(median(ref.empty.add))} → ${ms(median(ref.full.add))}), DEL +${(median(ref.full.del) - median(ref.empty.del)).toFixed(1)} ms`,
+            measured: `ADD ${signed(refGrowth)} ms (${ms(median(ref.empty.add))} → ${ms(median(ref.full.add))}), DEL ${signed(median(ref.full.del) - median(ref.empty.del))} ms`,
             met: undefined
           }
         )

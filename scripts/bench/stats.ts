@@ -17,3 +17,4 @@ export const paired = (a: ReadonlyArray<number>, b: ReadonlyArray<number>): Read
 
 export const ms = (x: number): string => (Number.isNaN(x) ? "-" : `${x.toFixed(1)} ms`)
 export const mib = (kib: number): string => (Number.isNaN(kib) ? "-" : `${(kib / 1024).toFixed(1)} MiB`)
+export const signed = (x: number): string => `${x >= 0 ? "+" : ""}${x.toFixed(1)}`
