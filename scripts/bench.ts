@@ -322,8 +322,10 @@ const main = async (): Promise<number> => {
     })
     // Four workers, each with a pod namespace of its own, so the cycles fit the run's time budget.
     const WORKERS = 4
+    const cyclePods = await makePods(`${prefix}-c`, WORKERS)
+    namespaces.push(...cyclePods)
     const cycle = async (i: number) => {
-      const podOf = burstPods[i % WORKERS]!
+      const podOf = cyclePods[i % WORKERS]!
       const env = (verb: "ADD" | "DEL") =>
         cniEnv(verb, { podNs: podOf, id: `cycles${i}`, pod: `pod-${i % 250}`, cniPath: [binDir, SYSTEM_CNI] })
       const add = mustSucceed(
