@@ -324,8 +324,7 @@ const main = async (): Promise<number> => {
     const WORKERS = 4
     const cyclePods = await makePods(`${prefix}-c`, WORKERS)
     namespaces.push(...cyclePods)
-    const cycle = async (i: number) => {
-      const podOf = cyclePods[i % WORKERS]!
+    const cycle = async (i: number, podOf: string) => {
       const env = (verb: "ADD" | "DEL") =>
         cniEnv(verb, { podNs: podOf, id: `cycles${i}`, pod: `pod-${i % 250}`, cniPath: [binDir, SYSTEM_CNI] })
       const add = mustSucceed(
@@ -350,8 +349,8 @@ const main = async (): Promise<number> => {
     const cyclesFrom = async (from: number, to: number) => {
       let next = from
       await Promise.all(
-        Array.from({ length: WORKERS }, async () => {
-          while (next < to) await cycle(next++)
+        Array.from({ length: WORKERS }, async (_, w) => {
+          while (next < to) await cycle(next++, cyclePods[w]!)
         })
       )
     }
