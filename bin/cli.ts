@@ -1,6 +1,6 @@
 /**
  * The operator's command line, loaded by bin/tenant-routing.ts only when `CNI_COMMAND` is not
- * set: `node-setup`, `install`, `uninstall`, `inspect`, `doctor`, `version`, built with Effect's CLI module so every
+ * set: `node-setup`, `install`, `uninstall`, `inspect`, `doctor`, `agent`, `version`, built with Effect's CLI module so every
  * subcommand answers `--help` with each of its flags described, and usage errors look alike.
  *
  * One error style: `tenant-routing <subcommand>: <what is wrong; what to do>` on stderr
@@ -13,6 +13,7 @@ import { format } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit, Layer } from "effect"
 import { CliConfig, CliError, CliOutput, Command, GlobalFlag } from "effect/cli"
+import { type AgentCliEnv, agentCommand } from "./agentCli.ts"
 import {
   CliExit,
   CliIo,
@@ -68,7 +69,13 @@ const versionCommand = (info: VersionInfo) =>
   )
 
 /** Replaceable parts of every subcommand, for tests, and where text goes. */
-export interface CliEnv extends NodeSetupCliEnv, DoctorCliEnv, InspectCliEnv, InstallCliEnv, UninstallCliEnv {
+export interface CliEnv
+  extends NodeSetupCliEnv,
+    DoctorCliEnv,
+    InspectCliEnv,
+    InstallCliEnv,
+    UninstallCliEnv,
+    AgentCliEnv {
   readonly stdout?: (text: string) => void
   readonly stderr?: (text: string) => void
 }
@@ -92,6 +99,7 @@ const root = (env: CliEnv, info: VersionInfo) =>
       uninstallCommand(env),
       inspectCommand(env),
       doctorCommand(env),
+      agentCommand(env),
       versionCommand(info)
     ])
   )

@@ -114,9 +114,7 @@ export const installCommand = (env: InstallCliEnv) =>
           tenantsDest: flags.tenantsDest,
           binary,
           shim: flags.shim._tag === "Some" ? flags.shim.value : join(dirname(binary), SHIM_NAME)
-        }).pipe(
-          Effect.mapError((e) => new CliExit({ command: NAME, code: e.usage ? 2 : 1, message: e.message }))
-        )
+        }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: e.usage ? 2 : 1, message: e.msg })))
         yield* printResult(flags.json, report, formatInstall)
       }).pipe(Effect.provide(env.nodeSource ?? NodesKubernetes.layer))
   ).pipe(

@@ -7,11 +7,8 @@
 import { Effect, FileSystem, type Layer, Result } from "effect"
 import { Command } from "effect/cli"
 import type { ChildProcessSpawner } from "effect/process"
-import {
-  DEFAULT_TENANTS_FILE,
-  decodeNodeSetupConfigJson,
-  formatIssues
-} from "../src/domain/node-setup/NodeSetupConfig.ts"
+import { formatIssues } from "../src/domain/decode/Issue.ts"
+import { DEFAULT_TENANTS_FILE, decodeNodeSetupConfigJson } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { describeFileError } from "../src/programs/fileError.ts"
@@ -74,7 +71,7 @@ export const nodeSetupCommand = (env: NodeSetupCliEnv) =>
           writeRtTables: flags.writeRtTables,
           ...(env.rtTablesPath === undefined ? {} : { rtTablesPath: env.rtTablesPath }),
           ...(env.rtProtosPath === undefined ? {} : { rtProtosPath: env.rtProtosPath })
-        }).pipe(Effect.mapError((e) => failed(NAME, e.message)))
+        }).pipe(Effect.mapError((e) => failed(NAME, e.msg)))
         yield* printResult(flags.json, report, formatReport)
       }).pipe(Effect.provide(env.routing ?? RoutingIproute2.layer()))
   ).pipe(

@@ -10,11 +10,8 @@ import { Command, Flag } from "effect/cli"
 import type { ChildProcessSpawner } from "effect/process"
 import { DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
-import {
-  DEFAULT_TENANTS_FILE,
-  decodeNodeSetupConfigJson,
-  formatIssues
-} from "../src/domain/node-setup/NodeSetupConfig.ts"
+import { formatIssues } from "../src/domain/decode/Issue.ts"
+import { DEFAULT_TENANTS_FILE, decodeNodeSetupConfigJson } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
@@ -122,7 +119,7 @@ export const uninstallCommand = (env: UninstallCliEnv) =>
           tenants,
           tenantsCopy: DEFAULT_TENANTS_FILE,
           force: flags.force
-        }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: 1, message: e.message })))
+        }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: 1, message: e.msg })))
         yield* printResult(flags.json, report, formatUninstall)
         // Not done yet: the output says who holds the executables. A retry loop (the uninstall
         // DaemonSet's init container) runs it again until they are gone.

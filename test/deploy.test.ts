@@ -144,12 +144,12 @@ describe("deploy manifests", () => {
         cidrs.map((subnet) => [{ subnet }])
       )
       const plugin = decodeConfig({ ...conf.plugins[0], name: conf.name, cniVersion: "1.0.0" })
-      assert.isTrue("config" in plugin, JSON.stringify(plugin))
-      if ("config" in plugin) {
-        const fromConflist = Object.fromEntries(plugin.config.tenants.map((t) => [t.name, t.mark]))
+      assert.isTrue(Result.isSuccess(plugin), JSON.stringify(plugin))
+      if (Result.isSuccess(plugin)) {
+        const fromConflist = Object.fromEntries(plugin.success.tenants.map((t) => [t.name, t.mark]))
         const fromFile = Object.fromEntries(tenantsFile().tenants.map((t) => [t.name, t.mark]))
         assert.deepStrictEqual(fromConflist, fromFile)
-        assert.strictEqual(plugin.config.markMask, tenantsFile().markMask)
+        assert.strictEqual(plugin.success.markMask, tenantsFile().markMask)
       }
     }
   })
@@ -226,7 +226,7 @@ describe("deploy manifests", () => {
     }
     const r = renderConflist(bad, ["10.0.0.0/24"])
     assert.isTrue("issues" in r)
-    if ("issues" in r) assert.strictEqual(r.issues[0]?.path, "plugins.0.tenants.a.mark")
+    if ("issues" in r) assert.strictEqual(r.issues[0]?.path, "plugins[0].tenants.a.mark")
     assert.isTrue("issues" in renderConflist(bad, []))
   })
 })

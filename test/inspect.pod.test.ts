@@ -5,7 +5,7 @@
  * and inspect shows `namespace/name` (or `-`) and `pod: {namespace, name, uid} | null` in JSON.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, Result, Schema } from "effect"
 import { decodeEnv } from "../src/domain/cni/CniEnv.ts"
 import { AttachmentRecord, makeRecord, podRefOf } from "../src/domain/datapath/AttachmentRecord.ts"
 import { formatInspect, inspect } from "../src/programs/inspect.ts"
@@ -60,8 +60,8 @@ describe("attachment records carry the pod", () => {
       })
     const ok = (args: string) => {
       const r = env(args)
-      if (!("env" in r)) throw new Error(r.error.msg)
-      return r.env
+      if (Result.isFailure(r)) throw new Error(r.failure.msg)
+      return r.success
     }
     const full = ok(`K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0;K8S_POD_UID=${UID}`)
     assert.deepStrictEqual(podRefOf(full), { namespace: "team-a", name: "web-0", uid: UID })
@@ -75,8 +75,8 @@ describe("attachment records carry the pod", () => {
     assert.isUndefined(podRefOf(ok("IgnoreUnknown=1")))
     for (const bad of ["", "a/b", "-x", "x y", "é", "a".repeat(129)]) {
       const r = env(`K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0;K8S_POD_UID=${bad}`)
-      assert.isTrue("error" in r, `uid ${JSON.stringify(bad)} accepted`)
-      if ("error" in r) assert.include(r.error.msg, "K8S_POD_UID")
+      assert.isTrue(Result.isFailure(r), `uid ${JSON.stringify(bad)} accepted`)
+      if (Result.isFailure(r)) assert.include(r.failure.msg, "K8S_POD_UID")
     }
   })
 })

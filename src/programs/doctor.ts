@@ -76,18 +76,10 @@ export type DoctorServices =
   | FileSystem.FileSystem
   | Path.Path
 
-const messageOf = (e: unknown): string => {
-  if (typeof e === "object" && e !== null) {
-    const { msg, message } = e as { msg?: unknown; message?: unknown }
-    if (typeof msg === "string" && msg !== "") return msg
-    if (typeof message === "string" && message !== "") return message
-  }
-  return String(e)
-}
-
-/** Reads a fact; a failure becomes `Unreadable`, never an error of doctor itself. */
-const fact = <A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<Fact<A>, never, R> =>
-  read.pipe(Effect.catch((e) => Effect.succeed(unreadable(messageOf(e)))))
+/** Reads a fact; a failure (every service error says what went wrong in `msg`) becomes `Unreadable`. */
+const fact = <A, E extends { readonly msg: string }, R>(
+  read: Effect.Effect<A, E, R>
+): Effect.Effect<Fact<A>, never, R> => read.pipe(Effect.catch((e) => Effect.succeed(unreadable(e.msg))))
 
 /** The tenants file (explicit, or the default one when present) and every file libcni would load. */
 const readConfig = Effect.fnUntraced(function* (options: DoctorOptions) {
@@ -122,11 +114,15 @@ const readConfig = Effect.fnUntraced(function* (options: DoctorOptions) {
 const readCniConf = (dir: string, plugin: PluginSettings) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
-    const files = yield* fs.readDirectory(dir)
-    const text = yield* fs.readFileString(plugin.conflist)
+    const files = yield* fs
+      .readDirectory(dir)
+      .pipe(Effect.mapError((e) => ({ msg: describeFileError(e, "CNI conf dir", dir, "") })))
+    const text = yield* fs
+      .readFileString(plugin.conflist)
+      .pipe(Effect.mapError((e) => ({ msg: describeFileError(e, "conflist", plugin.conflist, "") })))
     const conflist = yield* Effect.try({
       try: () => JSON.parse(text) as unknown,
-      catch: () => new Error(`${plugin.conflist} is not JSON`)
+      catch: () => ({ msg: `${plugin.conflist} is not JSON` })
     })
     return { files, conflist }
   })

@@ -6,8 +6,8 @@
  */
 import { Effect } from "effect"
 import type { Backend } from "../domain/cni/Config.ts"
+import { BACKENDS } from "../domain/cni/Config.ts"
 import { AttachmentStore, type RecordListing } from "../domain/datapath/AttachmentStore.ts"
-import { BACKENDS } from "../domain/datapath/Entries.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { parseTag, tagsOf } from "../domain/datapath/Owner.ts"
 import { formatMark } from "../domain/net/Mark.ts"

@@ -68,7 +68,7 @@ export const INSTALL_DEFAULTS = {
 
 /** `usage`: the operator's input is wrong (exit 2); otherwise installing failed (exit 1). */
 export class InstallFailed extends Data.TaggedError("InstallFailed")<{
-  readonly message: string
+  readonly msg: string
   readonly usage: boolean
 }> {}
 
@@ -83,7 +83,7 @@ export interface InstallReport {
   readonly warnings: ReadonlyArray<string>
 }
 
-const failed = (message: string, usage = false) => new InstallFailed({ message, usage })
+const failed = (message: string, usage = false) => new InstallFailed({ msg: message, usage })
 
 const tmpName = Effect.map(Random.nextInt, (n) => `.trw-${(n >>> 0).toString(36)}.tmp`)
 
@@ -217,7 +217,7 @@ export const install = Effect.fn("install")(function* (
   }
   const podCidrs = yield* Effect.mapError(
     Effect.flatMap(NodeSource, (nodes) => nodes.podCidrs(o.node, o.kubeconfig)),
-    (e) => failed(e.message)
+    (e) => failed(e.msg)
   )
   const rendered = renderConflist(template, podCidrs)
   if ("issues" in rendered) {

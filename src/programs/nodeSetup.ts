@@ -109,7 +109,7 @@ const editRtTables = Effect.fnUntraced(
   },
   (effect, path, _edit, write) =>
     Effect.catchTag(effect, "PlatformError", (e) =>
-      Effect.fail(new RoutingError({ message: describeFileError(e, "rt_tables file", path, "", write) }))
+      Effect.fail(new RoutingError({ msg: describeFileError(e, "rt_tables file", path, "", write) }))
     )
 )
 
@@ -141,7 +141,7 @@ const editRtProtos = Effect.fnUntraced(
   },
   (effect, path, _present, write) =>
     Effect.catchTag(effect, "PlatformError", (e) =>
-      Effect.fail(new RoutingError({ message: describeFileError(e, "rt_protos file", path, "", write) }))
+      Effect.fail(new RoutingError({ msg: describeFileError(e, "rt_protos file", path, "", write) }))
     )
 )
 
@@ -153,7 +153,7 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
   const routing = yield* Routing
   // Without a file there is nothing to apply; planning against nothing would remove all of ours.
   if (config === undefined && options.mode === "apply") {
-    return yield* new RoutingError({ message: "apply needs a tenants file" })
+    return yield* new RoutingError({ msg: "apply needs a tenants file" })
   }
   const want = desired(config)
   const current = yield* readCurrent(routing, want)
@@ -164,7 +164,7 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
   // leave the node half-configured on purpose. A dry run lists it under "not done" instead.
   if (options.mode === "apply" && options.dryRun !== true && thePlan.blocked.length > 0) {
     return yield* new RoutingError({
-      message: `cannot apply, nothing changed:\n${thePlan.blocked.map((b) => "  " + blockedLine(b)).join("\n")}`
+      msg: `cannot apply, nothing changed:\n${thePlan.blocked.map((b) => "  " + blockedLine(b)).join("\n")}`
     })
   }
 
@@ -197,7 +197,7 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
           Effect.mapError(
             (e) =>
               new RoutingError({
-                message: `${e.message}\n(${i} of ${changes.length} changes made before this one; nothing was rolled back, run again to converge)`
+                msg: `${e.msg}\n(${i} of ${changes.length} changes made before this one; nothing was rolled back, run again to converge)`
               })
           )
         ),

@@ -44,7 +44,7 @@ export const UNINSTALL_DEFAULTS = {
   cniCacheDir: "/var/lib/cni/results"
 } as const
 
-export class UninstallFailed extends Data.TaggedError("UninstallFailed")<{ readonly message: string }> {}
+export class UninstallFailed extends Data.TaggedError("UninstallFailed")<{ readonly msg: string }> {}
 
 export interface UninstallReport {
   /** Host paths removed by this run (already absent ones are not listed). */
@@ -83,7 +83,7 @@ export const uninstall = Effect.fn("uninstall")(function* (
       Effect.mapError(
         (e: PlatformError) =>
           new UninstallFailed({
-            message: describeFileError(e, what, host(p), "", true).replace("cannot write", "cannot remove")
+            msg: describeFileError(e, what, host(p), "", true).replace("cannot write", "cannot remove")
           })
       )
     )
@@ -92,7 +92,7 @@ export const uninstall = Effect.fn("uninstall")(function* (
     Effect.mapError(
       (e) =>
         new UninstallFailed({
-          message: `cannot list the state records in ${o.stateDir}, so cannot tell which pods still need the executables: ${e.msg}`
+          msg: `cannot list the state records in ${o.stateDir}, so cannot tell which pods still need the executables: ${e.msg}`
         })
     )
   )
@@ -136,7 +136,7 @@ export const uninstall = Effect.fn("uninstall")(function* (
     o.tenants === undefined
       ? undefined
       : yield* nodeSetup(o.tenants, { mode: "remove" }).pipe(
-          Effect.mapError((e) => new UninstallFailed({ message: `node-setup --remove: ${e.message}` }))
+          Effect.mapError((e) => new UninstallFailed({ msg: `node-setup --remove: ${e.msg}` }))
         )
   // After the routing is gone: a failed removal above leaves the file for the retry.
   yield* remove(o.tenantsCopy, "tenants file")

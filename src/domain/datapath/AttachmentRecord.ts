@@ -8,7 +8,7 @@
  * decode. The uid tells a pod from a later one of the same name.
  */
 import { Schema } from "effect"
-import type { Backend } from "../cni/Config.ts"
+import { BACKENDS, type Backend } from "../cni/Config.ts"
 import type { MarkEntry } from "./Entries.ts"
 import { type Attachment, ownerOf, ownerTag } from "./Owner.ts"
 
@@ -43,7 +43,7 @@ export const AttachmentRecord = Schema.Struct({
   mark: Schema.NullOr(Schema.Number),
   mask: Schema.Number,
   ips: Schema.Array(Schema.String),
-  backend: Schema.Literals(["iptables", "nftables"]),
+  backend: Schema.Literals(BACKENDS),
   pod: Schema.optionalKey(PodRef)
 })
 export type AttachmentRecord = typeof AttachmentRecord.Type

@@ -12,8 +12,9 @@
  * puts that file's tenants and markMask into the plugin's entry, so the mark a pod gets (the conflist)
  * and the way the node routes it (node-setup) cannot drift apart.
  */
+import { Result } from "effect"
 import { decodeConfig } from "../cni/Config.ts"
-import type { Issue } from "../cni/Errors.ts"
+import { formatPath, type Issue } from "../decode/Issue.ts"
 import { isCidr } from "../net/Ip.ts"
 import { formatMark } from "../net/Mark.ts"
 import type { NodeSetupConfig } from "../node-setup/NodeSetupConfig.ts"
@@ -74,17 +75,24 @@ export const renderConflist = (
   const index = plugins.findIndex((p) => (p as { type?: unknown } | null)?.type === PLUGIN_TYPE)
   if (index < 0) return { issues: [{ path: "plugins", message: `no plugin of type ${PLUGIN_TYPE}` }] }
   if (index !== 0)
-    return { issues: [{ path: `plugins.${index}`, message: `${PLUGIN_TYPE} must be the first plugin` }] }
+    return {
+      issues: [{ path: formatPath(["plugins", index]), message: `${PLUGIN_TYPE} must be the first plugin` }]
+    }
   // libcni hands each plugin the conflist's name and cniVersion: validate what the plugin will see.
   const decoded = decodeConfig({
     ...(plugins[0] as object),
     name: conflist.name,
     cniVersion: conflist.cniVersion
   })
-  if ("error" in decoded) {
-    const issues =
-      "issues" in decoded.error ? decoded.error.issues : [{ path: "cniVersion", message: decoded.error.msg }]
-    return { issues: issues.map((i) => ({ path: `plugins.0.${i.path}`, message: i.message })) }
+  if (Result.isFailure(decoded)) {
+    const e = decoded.failure
+    const issues = "issues" in e ? e.issues : [{ path: "cniVersion", message: e.msg }]
+    return {
+      issues: issues.map((i) => ({
+        path: i.path.startsWith("[") ? `plugins[0]${i.path}` : `plugins[0].${i.path}`,
+        message: i.message
+      }))
+    }
   }
   return { conflist }
 }

@@ -12,7 +12,7 @@ import type { Family } from "./NodeSetupConfig.ts"
 import type { Change, IpRule, Route } from "./RoutingPlan.ts"
 
 export class RoutingError extends Schema.TaggedError<RoutingError>()("RoutingError", {
-  message: Schema.String
+  msg: Schema.String
 }) {}
 
 export class Routing extends Context.Service<

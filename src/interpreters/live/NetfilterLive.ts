@@ -166,7 +166,7 @@ export const make = (options: NetfilterLiveOptions = {}) =>
         stdin === undefined ? { timeout } : { stdin, timeout }
       ).pipe(
         Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner),
-        Effect.mapError((e) => new ToolFailed({ msg: e.message }))
+        Effect.mapError((e) => new ToolFailed({ msg: e.msg }))
       )
 
     const check = (tool: Tool, r: Ran | "missing"): Effect.Effect<Ran, ToolFailed> =>

@@ -159,10 +159,10 @@ const runIp = (ip: string, args: ReadonlyArray<string>) =>
   runTool([ip, ...args], { timeout: "30 seconds" }).pipe(
     Effect.flatMap((r) =>
       r === "missing"
-        ? Effect.fail(new RoutingError({ message: `ip ${args.join(" ")}: cannot run ${ip}: not found` }))
+        ? Effect.fail(new RoutingError({ msg: `ip ${args.join(" ")}: cannot run ${ip}: not found` }))
         : Effect.succeed({ ...r, stderr: r.stderr.trim() })
     ),
-    Effect.mapError((e) => (e._tag === "ToolError" ? new RoutingError({ message: e.message }) : e))
+    Effect.mapError((e) => (e._tag === "ToolError" ? new RoutingError({ msg: e.msg }) : e))
   )
 
 export const make = (options: RoutingIproute2Options = {}) =>
@@ -175,7 +175,7 @@ export const make = (options: RoutingIproute2Options = {}) =>
         Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner)
       )
     const failed = (args: ReadonlyArray<string>, detail: string) =>
-      new RoutingError({ message: `ip ${[...prefix, ...args].join(" ")}: ${detail}` })
+      new RoutingError({ msg: `ip ${[...prefix, ...args].join(" ")}: ${detail}` })
 
     const rules = Effect.fn("Routing.rules")(function* (family: Family) {
       const args = ["-j", "-N", "-d", `-${family}`, "rule", "show"]

@@ -31,7 +31,7 @@ export class NodeModel {
   }
 }
 
-const fail = (what: string) => Effect.fail(new NodeFactsError({ message: `${what} failed (injected)` }))
+const fail = (what: string) => Effect.fail(new NodeFactsError({ msg: `${what} failed (injected)` }))
 
 export const NodeFactsMemory = {
   layer: (node: NodeModel): Layer.Layer<NodeFacts> =>

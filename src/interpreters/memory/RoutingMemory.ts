@@ -126,10 +126,9 @@ export const layer = (options: RoutingMemoryOptions = {}): Layer.Layer<Routing |
           ),
         apply: Effect.fnUntraced(function* (change: Change) {
           const n = yield* Ref.updateAndGet(calls, (c) => c + 1)
-          if (n === options.failAt)
-            return yield* new RoutingError({ message: `injected failure at apply #${n}` })
+          if (n === options.failAt) return yield* new RoutingError({ msg: `injected failure at apply #${n}` })
           const next = step(yield* Ref.get(state), change)
-          if (typeof next === "string") return yield* new RoutingError({ message: `${next} (${change.op})` })
+          if (typeof next === "string") return yield* new RoutingError({ msg: `${next} (${change.op})` })
           yield* Ref.set(state, next)
         })
       })
