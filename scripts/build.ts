@@ -50,6 +50,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -230,7 +231,8 @@ const bundleK8s = async () => {
   })
 }
 
-const k8sDist = join(root, "node_modules/@kubernetes/client-node/dist")
+// esbuild reports importers by real path: a worktree whose node_modules is a symlink must compare the same.
+const k8sDist = realpathSync(join(root, "node_modules/@kubernetes/client-node/dist"))
 const k8sConfigEntry = join(k8sDist, "config.js")
 /** What config.js imports only for the generated API client, and the stubs that replace them. */
 const configStubs: Record<string, string> = {
