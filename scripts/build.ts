@@ -61,7 +61,7 @@ import { arch as hostArchRaw } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
 import { build } from "esbuild"
-import { buildShim, type ShimArch } from "./buildShim.ts"
+import { buildShim, type ShimArch } from "../shim/build.ts"
 
 type Arch = "x64" | "arm64"
 

@@ -26,7 +26,7 @@ import {
 } from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { buildShim } from "../scripts/buildShim.ts"
+import { buildShim } from "../shim/build.ts"
 import {
   ANNOTATION,
   type Backend,

@@ -19,7 +19,7 @@ import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { runCli } from "../bin/cli.ts"
-import { buildShim } from "../scripts/buildShim.ts"
+import { buildShim } from "../shim/build.ts"
 import { NodeSource } from "../src/domain/install/NodeSource.ts"
 import { missingOf, skipLive } from "./support/liveGate.ts"
 

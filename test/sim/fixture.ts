@@ -88,9 +88,7 @@ const newestMtime = (path: string): number => {
 /** The inputs of the build: if any is newer than an executable, both are rebuilt. */
 const sourcesMtime = () =>
   Math.max(
-    ...["src", "bin", "shim", "package-lock.json", "scripts/build.ts", "scripts/buildShim.ts"].map((p) =>
-      newestMtime(join(ROOT, p))
-    )
+    ...["src", "bin", "shim", "package-lock.json", "scripts/build.ts"].map((p) => newestMtime(join(ROOT, p)))
   )
 
 /** Both executables exist and are newer than every source of the build. */
