@@ -1,134 +1,186 @@
 /**
- * `agent`: the warm per-node agent (docs/DESIGN.md §1). It serves the shim's CNI calls on a unix
- * socket (src/interpreters/live/AgentServer.ts describes the protocol) with the live interpreters,
- * built once (src/programs/agent.ts), so a pod start no longer pays for starting this program.
+ * `tenant-routing agent` (docs/DESIGN.md §8): the warm per-node agent. It serves the shim's CNI calls
+ * on a unix socket (src/interpreters/live/AgentServer.ts describes the protocol) with the live
+ * interpreters, built once (src/programs/agent.ts), so a pod start no longer pays for starting this
+ * program. Its flags are parsed by the CLI (bin/agentCli.ts); this file starts and stops it, and is
+ * loaded only when the agent runs: nothing here reaches the CNI path or the other subcommands.
  *
- * It logs `agent ready` (a JSON line on stderr) once the socket accepts calls. SIGTERM or SIGINT stop
- * it: the socket is removed at once, calls in progress get up to 4 s to finish, and it exits 0; a
- * guard exits 1 if that has not happened within 5 s. A start that fails (another agent serving the
- * socket, a directory others may write) exits 1 with the reason on stderr; a bad flag exits 2.
+ * Start, in order: the kubeconfig is checked (`--kubeconfig`: a file that is missing or unusable is a
+ * usage error, exit 2) and its watch cache starts (with `--node-name`); the HTTP endpoints listen
+ * (`--metrics-address`: `/healthz` answers from here on, `/readyz` says 503); the tenants file is applied once (`--tenants`, then kept converged in the
+ * background, src/programs/agentTenants.ts); the socket accepts calls; `agent ready` is logged (a JSON
+ * line on stderr) and `/readyz` turns 200 — with a kubeconfig, once each cache has synced or has failed
+ * once (its reads then go to the API server directly, as without a cache).
  *
- * Run from source as `node bin/agent.ts --socket PATH`; the CLI will wrap `runAgent`.
+ * SIGTERM or SIGINT stop it: the socket is removed at once, calls in progress get up to 4 s to finish,
+ * then the tenants loop and the HTTP endpoints stop, and it exits 0; a guard exits 1 if that has not
+ * happened within 5 s. A start that fails (another agent serving the socket, a directory others may
+ * write, an address in use) exits 1 with the reason on stderr.
  */
-import { format, parseArgs } from "node:util"
+import { format } from "node:util"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { Cause, Context, Effect, Exit, Layer, Metric, type Scope } from "effect"
+import { AnnotationSource } from "../src/domain/tenancy/AnnotationSource.ts"
+import * as AgentServer from "../src/interpreters/live/AgentServer.ts"
+import * as AnnotationsKubernetes from "../src/interpreters/live/AnnotationsKubernetes.ts"
+import * as AnnotationsWatchCache from "../src/interpreters/live/AnnotationsWatchCache.ts"
+import { WatchCacheStatus } from "../src/interpreters/live/AnnotationsWatchCache.ts"
+import * as AttachmentStoreFiles from "../src/interpreters/live/AttachmentStoreFiles.ts"
+import * as DelegateExec from "../src/interpreters/live/DelegateExec.ts"
+import { loggingFor, stderrLogging } from "../src/interpreters/live/Logging.ts"
+import * as MetricsHttp from "../src/interpreters/live/MetricsHttp.ts"
+import * as NetfilterLive from "../src/interpreters/live/NetfilterLive.ts"
+import * as NodeLockSocket from "../src/interpreters/live/NodeLockSocket.ts"
+import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
+import { makeCallHandler } from "../src/programs/agent.ts"
+import * as metrics from "../src/programs/agentMetrics.ts"
+import { keepNodeSetupConverged } from "../src/programs/agentTenants.ts"
+import { type CliExit, failed, usageError } from "./cliSupport.ts"
 
-const USAGE = "usage: tenant-routing agent [--socket PATH]"
+export interface AgentOptions {
+  readonly socket: string
+  readonly kubeconfig: string | undefined
+  /** Required with `kubeconfig` (the CLI checks it): the pods the watch cache keeps. */
+  readonly nodeName: string | undefined
+  readonly tenants: string | undefined
+  readonly metricsAddress: { readonly host: string; readonly port: number } | undefined
+}
+
+const NAME = "agent"
 const STOP_GUARD_MS = 5_000
 
-/** Live layers, loaded on demand like the CNI mode does. */
-const liveLayers = async () => {
-  const [{ Layer }, d, n, l, a, k] = await Promise.all([
-    import("effect"),
-    import("../src/interpreters/live/DelegateExec.ts"),
-    import("../src/interpreters/live/NetfilterLive.ts"),
-    import("../src/interpreters/live/NodeLockSocket.ts"),
-    import("../src/interpreters/live/AttachmentStoreFiles.ts"),
-    import("../src/interpreters/live/AnnotationsKubernetes.ts")
-  ])
-  return {
-    shared: Layer.mergeAll(
-      d.DelegateExec.layer,
-      l.NodeLockSocket.layer(),
-      a.AttachmentStoreFiles.layer,
-      k.AnnotationsKubernetes.layer,
-      n.NetfilterLive.layer()
-    )
+/** Exits 1 if stopping takes longer than STOP_GUARD_MS; cleared once the agent has stopped. */
+let guard: ReturnType<typeof setTimeout> | undefined
+
+/**
+ * Once stopped, the process is done: if a library's handle (a keep-alive socket, a watch) still holds
+ * the event loop, exit anyway, with the status the CLI has set by then; otherwise the loop drains first.
+ */
+const exitSoon = Effect.sync(() => {
+  clearTimeout(guard)
+  setTimeout(() => process.exit(process.exitCode ?? 0), 250).unref()
+})
+
+/** Resolves with the first SIGTERM/SIGINT; later ones are ignored while stopping. */
+const stopSignal = Effect.callback<NodeJS.Signals>((resume) => {
+  let stopping = false
+  const on = (signal: NodeJS.Signals) => {
+    if (stopping) return
+    stopping = true
+    guard = setTimeout(() => {
+      process.stderr.write(`tenant-routing agent: not stopped ${STOP_GUARD_MS} ms after ${signal}; exiting\n`)
+      process.exit(1)
+    }, STOP_GUARD_MS).unref()
+    resume(Effect.succeed(signal))
   }
+  process.on("SIGTERM", on)
+  process.on("SIGINT", on)
+  return Effect.sync(() => {
+    process.off("SIGTERM", on)
+    process.off("SIGINT", on)
+  })
+})
+
+const messageOf = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  return typeof error === "object" && error !== null && "msg" in error
+    ? String(error.msg)
+    : Cause.pretty(cause)
 }
 
-export const runAgent = async (argv: ReadonlyArray<string>): Promise<number> => {
-  const { DEFAULT_AGENT_SOCKET } = await import("../src/interpreters/live/AgentServer.ts")
-  let values: { socket?: string; help?: boolean }
-  try {
-    values = parseArgs({
-      args: [...argv],
-      options: { socket: { type: "string" }, help: { type: "boolean", short: "h" } },
-      strict: true,
-      allowPositionals: false
-    }).values
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n${USAGE}\n`)
-    return 2
-  }
-  if (values.help === true) {
-    process.stdout.write(`${USAGE}\n`)
-    return 0
-  }
-  const socket = values.socket ?? DEFAULT_AGENT_SOCKET
-  if (!socket.startsWith("/") || socket.includes("\0")) {
-    process.stderr.write(`--socket must be an absolute path, got ${JSON.stringify(socket)}\n${USAGE}\n`)
-    return 2
-  }
-
-  // stdout carries nothing of ours; a stray library print must not pretend otherwise.
-  const toStderr = (...args: Array<unknown>) => {
-    process.stderr.write(`${format(...args)}\n`)
-  }
-  console.log = toStderr
-  console.info = toStderr
-  console.debug = toStderr
-
-  const [{ Effect }, { makeCallHandler }, { AgentServer }, { loggingFor, stderrLogging }, layers] =
-    await Promise.all([
-      import("effect"),
-      import("../src/programs/agent.ts"),
-      import("../src/interpreters/live/AgentServer.ts"),
-      import("../src/interpreters/live/Logging.ts"),
-      liveLayers()
-    ])
-
-  /** Resolves with the first SIGTERM/SIGINT; later ones are ignored while stopping. */
-  const stopSignal = Effect.callback<NodeJS.Signals>((resume) => {
-    let stopping = false
-    const on = (signal: NodeJS.Signals) => {
-      if (stopping) return
-      stopping = true
-      setTimeout(() => {
-        process.stderr.write(
-          `tenant-routing agent: not stopped ${STOP_GUARD_MS} ms after ${signal}; exiting\n`
+/** The agent, from start to stop; fails only with the CLI's exit (1 not started, 2 usage). */
+const agent = (options: AgentOptions): Effect.Effect<void, CliExit, Scope.Scope> =>
+  Effect.gen(function* () {
+    if (options.kubeconfig !== undefined) {
+      const kubeconfig = options.kubeconfig
+      const checked = yield* Effect.exit(
+        AnnotationSource.use((source) => source.connect(kubeconfig)).pipe(
+          Effect.provide(AnnotationsKubernetes.layer)
         )
-        process.exit(1)
-      }, STOP_GUARD_MS).unref()
-      resume(Effect.succeed(signal))
+      )
+      if (Exit.isFailure(checked))
+        return yield* usageError(NAME, `--kubeconfig ${kubeconfig}: ${messageOf(checked.cause)}`)
     }
-    process.on("SIGTERM", on)
-    process.on("SIGINT", on)
+
+    // With --kubeconfig, the watch cache (AnnotationsWatchCache.ts) answers the calls whose config
+    // names the same file; its informers run from here until the agent stops. Without, direct reads.
+    let annotations: Layer.Layer<AnnotationSource> = AnnotationsKubernetes.layer
+    let cache: metrics.CacheView | undefined
+    if (options.kubeconfig !== undefined && options.nodeName !== undefined) {
+      const built = yield* Layer.build(
+        AnnotationsWatchCache.layer({ kubeconfig: options.kubeconfig, nodeName: options.nodeName })
+      )
+      cache = Context.get(built, WatchCacheStatus)
+      annotations = Layer.succeedContext(built)
+    }
+
+    let serving = false
+    const ready = () => serving && (cache === undefined || metrics.cacheSettled(cache))
+
+    if (options.metricsAddress !== undefined) {
+      const bound = yield* MetricsHttp.serve({
+        ...options.metricsAddress,
+        ready,
+        beforeScrape: Effect.all([
+          metrics.refreshEntries.pipe(Effect.provide(NetfilterLive.layer())),
+          cache === undefined ? Effect.void : metrics.refreshCache(cache)
+        ])
+      }).pipe(Effect.mapError((e) => failed(NAME, `not started: ${e.msg}`)))
+      yield* Effect.logInfo("agent metrics listening", { host: bound.host, port: bound.port })
+    }
+
+    if (options.tenants !== undefined) {
+      yield* keepNodeSetupConverged({ file: options.tenants }).pipe(
+        Effect.provide(RoutingIproute2.layer().pipe(Layer.provideMerge(NodeServices.layer)))
+      )
+    }
+
+    const handle = metrics.instrumentCalls(
+      yield* makeCallHandler(
+        {
+          shared: Layer.mergeAll(
+            DelegateExec.layer,
+            NodeLockSocket.layer(),
+            AttachmentStoreFiles.layer,
+            annotations,
+            NetfilterLive.layer()
+          )
+        },
+        loggingFor
+      )
+    )
+    yield* AgentServer.serve({ path: options.socket }, (env, stdin) =>
+      Effect.map(handle(env, stdin), (out) => ({ exit: out.exitCode, stdout: out.stdout }))
+    ).pipe(Effect.mapError((e) => failed(NAME, `not started: ${e.msg}`)))
+    serving = true
+    yield* Metric.update(metrics.ready, 1)
+    yield* Effect.logInfo("agent ready", { socket: options.socket, pid: process.pid })
+    const signal = yield* stopSignal
+    serving = false
+    yield* Effect.logInfo("agent stopping", { signal })
   })
 
-  const program = Effect.scoped(
-    Effect.gen(function* () {
-      const handle = yield* makeCallHandler(layers, loggingFor)
-      yield* AgentServer.serve({ path: socket }, (env, stdin) =>
-        Effect.map(handle(env, stdin), (out) => ({ exit: out.exitCode, stdout: out.stdout }))
-      )
-      yield* Effect.logInfo("agent ready", { socket, pid: process.pid })
-      const signal = yield* stopSignal
-      yield* Effect.logInfo("agent stopping", { signal })
-    })
-  )
-  const exit = await Effect.runPromiseExit(program.pipe(Effect.provide(stderrLogging)))
-  if (exit._tag === "Failure") {
-    const { Cause } = await import("effect")
-    const error = Cause.squash(exit.cause)
-    const msg =
-      typeof error === "object" && error !== null && "msg" in error
-        ? String(error.msg)
-        : Cause.pretty(exit.cause)
-    process.stderr.write(`tenant-routing agent: not started: ${msg}\n`)
-    return 1
-  }
-  await Effect.runPromise(Effect.logInfo("agent stopped", { socket }).pipe(Effect.provide(stderrLogging)))
-  return 0
-}
-
-if (import.meta.main) {
-  runAgent(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      process.stderr.write(
-        `tenant-routing agent: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`
-      )
-      process.exit(1)
+/** Runs the agent until SIGTERM or SIGINT (the `agent` subcommand's body). */
+export const runAgent = (options: AgentOptions): Effect.Effect<void, CliExit> =>
+  Effect.gen(function* () {
+    // stdout carries nothing of ours; a stray library print must not pretend otherwise.
+    const toStderr = (...args: Array<unknown>) => {
+      process.stderr.write(`${format(...args)}\n`)
     }
-  )
-}
+    console.log = toStderr
+    console.info = toStderr
+    console.debug = toStderr
+    yield* Effect.scoped(agent(options)).pipe(
+      Effect.catchDefect((defect) =>
+        Effect.fail(
+          failed(
+            NAME,
+            `unexpected failure, please report it: ${defect instanceof Error ? defect.message : String(defect)}`
+          )
+        )
+      ),
+      Effect.andThen(Effect.logInfo("agent stopped", { socket: options.socket })),
+      Effect.andThen(exitSoon),
+      Effect.provide(stderrLogging)
+    )
+  })

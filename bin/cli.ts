@@ -1,6 +1,6 @@
 /**
  * The operator's command line, loaded by bin/tenant-routing.ts only when `CNI_COMMAND` is not
- * set: `node-setup`, `install`, `inspect`, `doctor`, `version`, built with Effect's CLI module so every
+ * set: `node-setup`, `install`, `uninstall`, `inspect`, `doctor`, `agent`, `version`, built with Effect's CLI module so every
  * subcommand answers `--help` with each of its flags described, and usage errors look alike.
  *
  * One error style: `tenant-routing <subcommand>: <what is wrong; what to do>` on stderr
@@ -13,6 +13,7 @@ import { format } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Effect, Exit, Layer } from "effect"
 import { CliConfig, CliError, CliOutput, Command, GlobalFlag } from "effect/cli"
+import { type AgentCliEnv, agentCommand } from "./agentCli.ts"
 import {
   CliExit,
   CliIo,
@@ -28,6 +29,7 @@ import { type DoctorCliEnv, doctorCommand } from "./doctorCli.ts"
 import { type InspectCliEnv, inspectCommand } from "./inspectCli.ts"
 import { type InstallCliEnv, installCommand } from "./installCli.ts"
 import { type NodeSetupCliEnv, nodeSetupCommand } from "./nodeSetupCli.ts"
+import { type UninstallCliEnv, uninstallCommand } from "./uninstallCli.ts"
 
 /** Set by scripts/build.ts (esbuild `define`); unset when run from source. */
 declare const __TRW_VERSION__: string | undefined
@@ -67,7 +69,13 @@ const versionCommand = (info: VersionInfo) =>
   )
 
 /** Replaceable parts of every subcommand, for tests, and where text goes. */
-export interface CliEnv extends NodeSetupCliEnv, DoctorCliEnv, InspectCliEnv, InstallCliEnv {
+export interface CliEnv
+  extends NodeSetupCliEnv,
+    DoctorCliEnv,
+    InspectCliEnv,
+    InstallCliEnv,
+    UninstallCliEnv,
+    AgentCliEnv {
   readonly stdout?: (text: string) => void
   readonly stderr?: (text: string) => void
 }
@@ -88,8 +96,10 @@ const root = (env: CliEnv, info: VersionInfo) =>
     Command.withSubcommands([
       nodeSetupCommand(env),
       installCommand(env),
+      uninstallCommand(env),
       inspectCommand(env),
       doctorCommand(env),
+      agentCommand(env),
       versionCommand(info)
     ])
   )

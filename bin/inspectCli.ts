@@ -5,11 +5,10 @@
  */
 import { Effect, Layer } from "effect"
 import { Command, Flag } from "effect/cli"
-import { DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
+import { BACKENDS, DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
-import { BACKENDS } from "../src/domain/datapath/Entries.ts"
 import type { Netfilter } from "../src/domain/datapath/Netfilter.ts"
-import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
+import * as AttachmentStoreFiles from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import * as NetfilterLive from "../src/interpreters/live/NetfilterLive.ts"
 import { formatInspect, inspect } from "../src/programs/inspect.ts"
 import { failed, jsonFlag, printResult, stringFlag } from "./cliSupport.ts"

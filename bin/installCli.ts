@@ -1,13 +1,15 @@
 /**
  * `tenant-routing install` as a command of the CLI: what the DaemonSet runs on each node
  * (src/programs/install.ts does the work). Exit 0 installed (or nothing to change), 1 failed, 2 usage —
- * a bad flag, no node name, or a template, binary or ServiceAccount file that is missing.
+ * a bad flag, no node name, a template, tenants file, executable or ServiceAccount file that is missing
+ * or invalid, or a conflist `cilium-cni` would refuse.
  */
+import { dirname, join } from "node:path"
 import { Effect, type Layer } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { NodeSource } from "../src/domain/install/NodeSource.ts"
 import * as NodesKubernetes from "../src/interpreters/live/NodesKubernetes.ts"
-import { formatInstall, INSTALL_DEFAULTS, install } from "../src/programs/install.ts"
+import { formatInstall, INSTALL_DEFAULTS, install, SHIM_NAME } from "../src/programs/install.ts"
 import { CliExit, jsonFlag, printResult, stringFlag, usageError } from "./cliSupport.ts"
 
 /** Replaceable parts, for tests: where the node's pod CIDRs come from, the environment. */
@@ -63,7 +65,27 @@ export const installCommand = (env: InstallCliEnv) =>
         "URL",
         "API server for the plugin's kubeconfig (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)"
       ),
-      binary: optionalString("binary", "FILE", "executable to install (default: this executable)"),
+      tenants: optionalString(
+        "tenants",
+        "FILE",
+        "tenants file (node-setup's format) whose tenants and markMask replace the template's"
+      ),
+      tenantsDest: stringFlag(
+        "tenants-dest",
+        "FILE",
+        "host path the tenants file is copied to (for the agent's --tenants and doctor)",
+        INSTALL_DEFAULTS.tenantsDest
+      ),
+      binary: optionalString(
+        "binary",
+        "FILE",
+        "the full program to install as tenant-routing (default: this executable)"
+      ),
+      shim: optionalString(
+        "shim",
+        "FILE",
+        "the shim to install as tenant-routing-wrapper (default: tenant-routing-wrapper next to this executable)"
+      ),
       json: jsonFlag
     },
     (flags) =>
@@ -76,6 +98,7 @@ export const installCommand = (env: InstallCliEnv) =>
           flags.server._tag === "Some"
             ? flags.server.value
             : `https://${environment.KUBERNETES_SERVICE_HOST ?? "kubernetes.default.svc"}:${environment.KUBERNETES_SERVICE_PORT ?? "443"}`
+        const binary = flags.binary._tag === "Some" ? flags.binary.value : process.execPath
         const report = yield* install({
           node,
           template: flags.template,
@@ -87,15 +110,16 @@ export const installCommand = (env: InstallCliEnv) =>
           kubeconfig: flags.kubeconfig._tag === "Some" ? flags.kubeconfig.value : undefined,
           saDir: flags.saDir,
           server,
-          binary: flags.binary._tag === "Some" ? flags.binary.value : process.execPath
-        }).pipe(
-          Effect.mapError((e) => new CliExit({ command: NAME, code: e.usage ? 2 : 1, message: e.message }))
-        )
+          tenantsFile: flags.tenants._tag === "Some" ? flags.tenants.value : undefined,
+          tenantsDest: flags.tenantsDest,
+          binary,
+          shim: flags.shim._tag === "Some" ? flags.shim.value : join(dirname(binary), SHIM_NAME)
+        }).pipe(Effect.mapError((e) => new CliExit({ command: NAME, code: e.usage ? 2 : 1, message: e.msg })))
         yield* printResult(flags.json, report, formatInstall)
       }).pipe(Effect.provide(env.nodeSource ?? NodesKubernetes.layer))
   ).pipe(
     Command.withDescription(
-      "Install the plugin on this node: copy the executable into the CNI bin dir, refresh the ServiceAccount token, CA and the plugin's kubeconfig, and write the conflist filled with the node's pod CIDRs. Files are written atomically and only when they change. Exit 0 installed, 1 failed, 2 usage."
+      "Install the plugin on this node: copy both executables (tenant-routing and the shim tenant-routing-wrapper) into the CNI bin dir, copy the ServiceAccount token and CA and write the plugin's kubeconfig, and write the conflist filled with the node's pod CIDRs (and the tenants file's tenants). Files are written atomically and only when they change; a conflist cilium-cni would refuse is not written. Warns about CNI configs that sort before ours. Exit 0 installed, 1 failed, 2 usage."
     ),
     Command.withShortDescription("install the plugin on this node (what the DaemonSet runs)")
   )

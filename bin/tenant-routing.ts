@@ -118,20 +118,15 @@ const runCniMode = async (): Promise<void> => {
 }
 
 const liveLayers = async () => {
-  const [d, n, l, a, k] = await Promise.all([
-    import("../src/interpreters/live/DelegateExec.ts"),
-    import("../src/interpreters/live/NetfilterLive.ts"),
-    import("../src/interpreters/live/NodeLockSocket.ts"),
-    import("../src/interpreters/live/AttachmentStoreFiles.ts"),
-    import("../src/interpreters/live/AnnotationsKubernetes.ts")
-  ])
-  return {
-    DelegateExec: d.DelegateExec,
-    NetfilterLive: n.NetfilterLive,
-    NodeLockSocket: l.NodeLockSocket,
-    AttachmentStoreFiles: a.AttachmentStoreFiles,
-    AnnotationsKubernetes: k.AnnotationsKubernetes
-  }
+  const [DelegateExec, NetfilterLive, NodeLockSocket, AttachmentStoreFiles, AnnotationsKubernetes] =
+    await Promise.all([
+      import("../src/interpreters/live/DelegateExec.ts"),
+      import("../src/interpreters/live/NetfilterLive.ts"),
+      import("../src/interpreters/live/NodeLockSocket.ts"),
+      import("../src/interpreters/live/AttachmentStoreFiles.ts"),
+      import("../src/interpreters/live/AnnotationsKubernetes.ts")
+    ])
+  return { DelegateExec, NetfilterLive, NodeLockSocket, AttachmentStoreFiles, AnnotationsKubernetes }
 }
 
 // ---------------------------------------------------------------------------------------------

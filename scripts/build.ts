@@ -50,6 +50,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -60,7 +61,7 @@ import { arch as hostArchRaw } from "node:os"
 import { join, relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
 import { build } from "esbuild"
-import { buildShim, type ShimArch } from "./buildShim.ts"
+import { buildShim, type ShimArch } from "../shim/build.ts"
 
 type Arch = "x64" | "arm64"
 
@@ -230,7 +231,8 @@ const bundleK8s = async () => {
   })
 }
 
-const k8sDist = join(root, "node_modules/@kubernetes/client-node/dist")
+// esbuild reports importers by real path: a worktree whose node_modules is a symlink must compare the same.
+const k8sDist = realpathSync(join(root, "node_modules/@kubernetes/client-node/dist"))
 const k8sConfigEntry = join(k8sDist, "config.js")
 /** What config.js imports only for the generated API client, and the stubs that replace them. */
 const configStubs: Record<string, string> = {

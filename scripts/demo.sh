@@ -53,7 +53,7 @@ fi
 
 binary=dist/tenant-routing
 if [ ! -x "$binary" ] || [ ! -x dist/tenant-routing-wrapper ] ||
-  [ -n "$(find src bin shim scripts/build.ts scripts/buildShim.ts package-lock.json -newer "$binary" -print -quit)" ]; then
+  [ -n "$(find src bin shim scripts/build.ts package-lock.json -newer "$binary" -print -quit)" ]; then
   echo "demo: building $binary for linux/$arch (missing or older than its sources; about a minute) ..." >&2
   log=$(mktemp)
   trap 'rm -f "$log"' EXIT

@@ -8,6 +8,9 @@
  *    twice: the second run must say `0 changes`.
  * 3. The project's test Kubernetes API server on the node's loopback, with namespaces team-a, team-b
  *    (pinned to tenant-b) and shared, and five annotated (or not) pods.
+ * 3b. The warm path, when the built executable has the `agent` subcommand: `tenant-routing agent` in the
+ *    node (watch cache on that API server), so the shim hands it every call; its log shows it served
+ *    each ADD and DEL (without the subcommand the demo says so and every call runs standalone).
  * 4. Each pod created as a container runtime does (test/sim/cniRuntime.ts): conflist = the executable
  *    (delegate ptp + host-local, backend auto, a kubeconfig for the API server), then portmap; CNI_ARGS
  *    with IgnoreUnknown=1, K8S_POD_NAMESPACE, K8S_POD_NAME.
@@ -22,29 +25,25 @@
  * SIGTERM and SIGHUP tear everything down too (a second signal skips the graceful part).
  */
 import { spawnSync } from "node:child_process"
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  linkSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync
-} from "node:fs"
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { CniRuntime } from "../test/sim/cniRuntime.ts"
 import {
   ANNOTATION,
+  BINARY,
+  hasAgentCommand,
+  installInto,
   leases,
   missingPrerequisites,
   NODE_ENV,
+  type RunningAgent,
   recordDirs,
+  SHIM,
   SYSTEM_CNI,
-  tenantConflist
-} from "../test/integration/harness.ts"
-import { CniRuntime } from "../test/sim/cniRuntime.ts"
+  startAgentIn,
+  wrapperConflist
+} from "../test/sim/fixture.ts"
 import { cleanupAllSync, execIn, listNetns, randomPrefix } from "../test/sim/netns.ts"
 import {
   DEFAULT_TENANT_ROUTES,
@@ -56,9 +55,6 @@ import {
   Topology
 } from "../test/sim/topology.ts"
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url))
-const BINARY = join(ROOT, "dist", "tenant-routing")
-const SHIM = join(ROOT, "dist", "tenant-routing-wrapper")
 const NETWORK = "trw-demo"
 const PREFIX = randomPrefix("trw-demo")
 
@@ -115,6 +111,8 @@ const go = (): void => {
 }
 
 let topo: Topology | undefined
+/** Stops the agent, once one runs (before the namespaces go). */
+let stopAgent: () => Promise<void> = () => Promise.resolve()
 let teardownRun: Promise<ReadonlyArray<string>> | undefined
 
 /** This run's namespaces still there (all are named `<PREFIX>-...`). */
@@ -164,6 +162,7 @@ const reapSync = (): void => {
 /** Stops every process and removes every namespace and file of the run; once, whoever asks first. */
 const teardown = (): Promise<ReadonlyArray<string>> => {
   teardownRun ??= (async () => {
+    await stopAgent()
     const problems = (await topo?.destroy()) ?? []
     reapSync()
     return problems
@@ -190,28 +189,6 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
   })
 
 // ---------------------------------------------------------------------------------------------------
-
-/**
- * The two executables alone in a directory of the run, as the DaemonSet puts them in /opt/cni/bin: the
- * shim the conflist names, and the full program it execs when no agent answers. Returns the shim.
- */
-const installPlugin = (dir: string): string => {
-  const binDir = join(dir, "bin")
-  mkdirSync(binDir)
-  for (const [from, name] of [
-    [BINARY, "tenant-routing"],
-    [SHIM, "tenant-routing-wrapper"]
-  ] as const) {
-    const installed = join(binDir, name)
-    try {
-      linkSync(from, installed)
-    } catch {
-      copyFileSync(from, installed)
-      chmodSync(installed, 0o755)
-    }
-  }
-  return join(binDir, "tenant-routing-wrapper")
-}
 
 interface Inspected {
   readonly backend: string
@@ -274,7 +251,8 @@ const main = async (): Promise<number> => {
   const t = topo
   say("• node + gateways gw-a (tenant-a), gw-b (tenant-b), gw-default; all three own 198.18.0.1")
 
-  const plugin = installPlugin(t.dir)
+  // The two executables alone in a directory of the run, as the DaemonSet puts them in /opt/cni/bin.
+  const { shim: plugin, program } = installInto(join(t.dir, "bin"), { link: true })
   const firstLine = (text: string) => text.trim().split("\n")[0] ?? ""
   const setup1 = firstLine(await t.applyRouting(DEFAULT_TENANT_ROUTES, [plugin]))
   const setup2 = firstLine(await t.applyRouting(DEFAULT_TENANT_ROUTES, [plugin]))
@@ -289,17 +267,36 @@ const main = async (): Promise<number> => {
     `  pods: ${PODS.map((p) => `${p.namespace}/${p.name}${p.annotation === undefined ? "" : ` (annotated ${p.annotation})`}`).join(", ")}`
   )
 
+  // The warm path: `tenant-routing agent` in the node, watching this node's pods and all namespaces.
+  // Calls then log to the agent's stderr (no logFile), which is how the demo counts what it served.
+  let agent: RunningAgent | undefined
+  if (hasAgentCommand(program)) {
+    agent = await startAgentIn(t.node, [program, "agent"], join(t.dir, "agent", "agent.sock"), [
+      "--kubeconfig",
+      api.kubeconfig,
+      "--node-name",
+      "n1"
+    ])
+    stopAgent = () => agent?.kill("SIGTERM", 5_000) ?? Promise.resolve()
+    go()
+    say(`• tenant-routing agent (pid ${agent.pid}) serving in the node; the shim hands it every call`)
+  } else
+    say(
+      "• warm path skipped: this build of tenant-routing has no `agent` subcommand; every call runs standalone"
+    )
+
   const stateDir = join(t.dir, "state")
   const dataDir = join(t.dir, "ipam")
   const runtime = new CniRuntime({
-    conflist: tenantConflist({
+    conflist: wrapperConflist({
       version: "1.0.0",
       name: NETWORK,
       kubeconfig: api.kubeconfig,
       stateDir,
-      logFile: join(t.dir, "plugin.log"),
+      ...(agent === undefined ? { logFile: join(t.dir, "plugin.log") } : { agentSocket: agent.socket }),
       dataDir,
-      ranges: [[{ subnet: "10.200.0.0/16" }]]
+      ranges: [[{ subnet: "10.200.0.0/16" }]],
+      after: [{ type: "portmap" }]
     }),
     cniPath: [join(t.dir, "bin"), SYSTEM_CNI],
     prefix: ["ip", "netns", "exec", t.node],
@@ -402,6 +399,21 @@ const main = async (): Promise<number> => {
     failures.push(
       `left after DEL: ${JSON.stringify({ entries: after, leases: leftLeases, records: leftRecords })}`
     )
+
+  if (agent !== undefined) {
+    const calls = agent.calls()
+    const adds = (calls["ADD ok"] ?? 0) + (calls["ADD failed"] ?? 0)
+    const dels = (calls["DEL ok"] ?? 0) + (calls["DEL failed"] ?? 0)
+    say(
+      `• the agent served ${adds} ADDs and ${dels} DELs of the ${pods.length} pods (its log: ` +
+        `${Object.entries(calls)
+          .map(([k, n]) => `${n} ${k}`)
+          .join(", ")})`
+    )
+    if (adds !== pods.length || dels < pods.length)
+      failures.push(`the agent served ${adds} ADDs and ${dels} DELs, not every call of ${pods.length} pods`)
+    await stopAgent()
+  }
 
   // Teardown, then check that nothing of the run is left: namespaces and the processes that ran in them.
   const ours = (await listNetns()).filter((n) => n.startsWith(`${PREFIX}-`))

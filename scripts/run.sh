@@ -38,6 +38,18 @@ case "$task" in
   build) node scripts/build.ts "$@" ;;
   demo) bash scripts/demo.sh "$@" ;;
   bench) node scripts/bench.ts "$@" ;;
-  mutate) stryker run "$@" ;;
+  mutate)
+    # A mutant can turn a test's temporary path back into the real default (a dry run into a write to
+    # /etc/iproute2/rt_tables, an install into /opt/cni/bin). As root, Stryker therefore runs in a
+    # private mount namespace where every directory the product writes to is an empty tmpfs.
+    if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null 2>&1; then
+      exec unshare --mount --propagation private sh -c '
+        for d in /etc/iproute2 /etc/tenant-routing /etc/cni /opt /var/lib/cni /run; do
+          if [ -d "$d" ]; then mount -t tmpfs tmpfs "$d"; fi
+        done
+        exec stryker run "$@"' stryker "$@"
+    fi
+    stryker run "$@"
+    ;;
   *) echo "unknown task: $task" >&2; exit 2 ;;
 esac

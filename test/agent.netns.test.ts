@@ -9,11 +9,24 @@
  * Then the Go shim (shim/main.go, built with scripts/buildShim.ts) end to end: shim → agent; no agent →
  * the shim runs `tenant-routing` next to it (here a script running the program from source); the agent
  * killed with SIGKILL during a call → the shim answers code 11, and the retried ADD converges.
+ *
+ * Faults of a running node, both backends: the agent restarted (SIGTERM, then a new one) during a
+ * burst of concurrent ADDs → every call answers (0) or gets 11, and once the 11s are retried there is
+ * exactly one entry per pod IP and one record per pod; SIGTERM with calls in flight → the socket goes
+ * at once, the calls finish and answer, and the agent exits 0.
  */
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs"
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync
+} from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { buildShim } from "../scripts/buildShim.ts"
+import { buildShim } from "../shim/build.ts"
 import {
   ANNOTATION,
   type Backend,
@@ -35,11 +48,12 @@ import {
   netnsPath,
   randomPrefix,
   removePath,
+  run,
   tempDir
 } from "./sim/netns.ts"
 import { type AgentProcess, call, startAgent } from "./support/agentClient.ts"
 
-const WRAPPER = join(ROOT, "bin", "tenant-routing-wrapper.ts")
+const WRAPPER = join(ROOT, "bin", "tenant-routing.ts")
 
 interface Answer {
   readonly exit: number
@@ -219,6 +233,50 @@ describe.skipIf(missing.length > 0 && !integrationRequired)(
       }, 300_000)
     }
 
+    it("agent --tenants FILE applies the tenants file with the live routing at start and again when it is replaced; SIGTERM stops it", async () => {
+      const ns = `${prefix}-tenants`
+      await createNetns(ns)
+      podNamespaces.push(ns)
+      for (const args of [
+        // No dummy module on every kernel: a veth pair does as well for reachable gateways.
+        ["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+        ["link", "set", "d0", "up"],
+        ["link", "set", "d1", "up"],
+        ["addr", "add", "192.0.2.1/24", "dev", "d0"],
+        ["addr", "add", "198.51.100.1/24", "dev", "d0"]
+      ])
+        assert.strictEqual((await run("ip", ["-n", ns, ...args])).code, 0, args.join(" "))
+      const file = join(dir, "tenants", "tenants.json")
+      mkdirSync(join(dir, "tenants"))
+      const write = (tenants: Record<string, unknown>) => {
+        writeFileSync(`${file}.tmp`, JSON.stringify({ tenants }))
+        renameSync(`${file}.tmp`, file)
+      }
+      const a = { mark: "0x10", table: 100, gateways: ["192.0.2.2"], priority: 1000 }
+      const b = { mark: "0x20", table: 200, gateways: ["198.51.100.2"], priority: 1001 }
+      write({ a })
+      const rules = async () => (await run("ip", ["-N", "-n", ns, "-4", "rule", "show"])).stdout
+      const tenantsAgent = startAgent(
+        ["--socket", join(dir, "tenants-run", "agent.sock"), "--tenants", file],
+        {
+          prefix: ["ip", "netns", "exec", ns]
+        }
+      )
+      try {
+        await tenantsAgent.ready
+        assert.match(tenantsAgent.stderr(), /"node-setup run",\{"reason":"start","changes":[1-9]/)
+        assert.match(await rules(), /^1000:.*fwmark 0x10.*lookup 100\b/m)
+        write({ a, b })
+        while (!tenantsAgent.stderr().includes('"node-setup run",{"reason":"change"'))
+          await new Promise((r) => setTimeout(r, 50))
+        assert.match(await rules(), /^1001:.*fwmark 0x20.*lookup 200/m)
+        tenantsAgent.child.kill("SIGTERM")
+        assert.deepStrictEqual(await tenantsAgent.exited, { code: 0, signal: null })
+      } finally {
+        if (tenantsAgent.child.exitCode === null) tenantsAgent.child.kill("SIGKILL")
+      }
+    }, 300_000)
+
     describe("through the Go shim", () => {
       let binDir = ""
       let shim = ""
@@ -299,6 +357,99 @@ describe.skipIf(missing.length > 0 && !integrationRequired)(
         assert.strictEqual(del.exit, 0, del.stdout)
         assert.strictEqual((await entriesOf(nodeNs, c.name)).filter((x) => x.ip === ip).length, 0)
       }, 300_000)
+
+      /** A delegate that marks its start (a file named by its pid) and runs ptp once `gate` exists. */
+      const gatedDelegate = (tag: string, gate: string) => {
+        const started = join(dir, `${tag}.started`)
+        mkdirSync(started)
+        const file = join(binDir, `trw-${tag}`)
+        writeFileSync(
+          file,
+          `#!/bin/sh\ntouch ${started}/$$\nwhile [ ! -e ${gate} ]; do sleep 0.05; done\nexec ${SYSTEM_CNI}/ptp\n`
+        )
+        chmodSync(file, 0o755)
+        return { type: `trw-${tag}`, started: () => readdirSync(started).length }
+      }
+      const codeOf = (a: Answer) => (a.exit === 0 ? 0 : (JSON.parse(a.stdout) as { code: number }).code)
+      const ipOf = (a: Answer) =>
+        (JSON.parse(a.stdout) as { ips: Array<{ address: string }> }).ips[0]!.address.split("/")[0]!
+      const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+      /** The burst's pods: each ADD through the shim, with its own netns and container id. */
+      const burstOf = async (backend: Backend, tag: string, n: number, delegateType: string) => {
+        const c = conf(backend, tag)
+        const cfg = JSON.stringify({
+          ...c,
+          runtimeConfig: { [POD_ANNOTATIONS]: { [ANNOTATION]: "tenant-a" } },
+          delegate: { ...c.delegate, type: delegateType }
+        })
+        const envs: Array<Record<string, string>> = []
+        for (let i = 0; i < n; i++) {
+          const netns = await podNetns(`${tag}-${i}`)
+          envs.push(env("ADD", `${tag}-${i}`, netns, `${tag}-${i}`, `${binDir}:${SYSTEM_CNI}`))
+        }
+        /** Exactly one entry per pod IP, all tenant-a's, none other of this burst; one record per pod. */
+        const assertConverged = async (answers: ReadonlyArray<Answer>) => {
+          const ips = answers.map(ipOf)
+          assert.strictEqual(new Set(ips).size, n, "one IP per pod")
+          const entries = (await entriesOf(nodeNs, c.name)).filter((e) => e.owner.includes(tag))
+          assert.deepStrictEqual(entries.map((e) => e.ip).sort(), [...ips].sort())
+          assert.isTrue(entries.every((e) => e.mark === 0x10))
+          for (let i = 0; i < n; i++) assert.isDefined(readRecord(c.stateDir, c.name, `${tag}-${i}`, "eth0"))
+        }
+        return { c, cfg, envs, assertConverged }
+      }
+
+      for (const backend of ["iptables", "nftables"] as const) {
+        it(`${backend}: agent restarted (SIGTERM, then a new agent) during a burst of concurrent ADDs through the shim: each call answers or gets 11; retried, exactly one entry per pod IP and one record per pod`, async () => {
+          const tag = `burst-${backend.slice(0, 3)}`
+          const gate = join(dir, `${tag}.go`)
+          const delegate = gatedDelegate(tag, gate)
+          const burst = await burstOf(backend, tag, 8, delegate.type)
+          const pending = burst.envs.map((e) => viaShim(e, burst.cfg))
+          // At least one call is inside its delegate when the agent is told to stop.
+          while (delegate.started() === 0) await pause(20)
+          const old = agent!
+          old.child.kill("SIGTERM")
+          writeFileSync(gate, "")
+          assert.deepStrictEqual(await old.exited, { code: 0, signal: null })
+          await startNodeAgent()
+          const answers = await Promise.all(pending)
+          for (const a of answers) assert.include([0, 11], codeOf(a), a.stdout)
+          // What the runtime does with 11: call again, until it is answered.
+          const final = await Promise.all(
+            answers.map(async (a, i) => {
+              let r = a
+              while (codeOf(r) === 11) r = await viaShim(burst.envs[i]!, burst.cfg)
+              return r
+            })
+          )
+          for (const r of final) assert.strictEqual(r.exit, 0, r.stdout)
+          await burst.assertConverged(final)
+        }, 600_000)
+
+        it(`${backend}: SIGTERM with calls in flight: the socket goes at once, the calls finish and answer, the agent exits 0 (its 5 s guard would exit 1)`, async () => {
+          const tag = `term-${backend.slice(0, 3)}`
+          const gate = join(dir, `${tag}.go`)
+          const delegate = gatedDelegate(tag, gate)
+          const burst = await burstOf(backend, tag, 3, delegate.type)
+          const pending = burst.envs.map((e) => viaShim(e, burst.cfg))
+          // Every call is in its delegate, held there until the gate opens.
+          while (delegate.started() < burst.envs.length) await pause(20)
+          const old = agent!
+          old.child.kill("SIGTERM")
+          while (existsSync(socket)) await pause(10)
+          assert.strictEqual(old.child.exitCode, null, "still finishing its calls")
+          writeFileSync(gate, "")
+          const answers = await Promise.all(pending)
+          for (const a of answers) assert.strictEqual(a.exit, 0, a.stdout)
+          assert.deepStrictEqual(await old.exited, { code: 0, signal: null })
+          assert.isFalse(existsSync(socket))
+          assert.match(old.stderr(), /"agent stopped"/)
+          await burst.assertConverged(answers)
+          await startNodeAgent()
+        }, 600_000)
+      }
     })
   }
 )

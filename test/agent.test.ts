@@ -1,27 +1,48 @@
 /**
  * The agent's protocol (src/interpreters/live/AgentServer.ts), spoken by a client written from the
  * protocol text (test/support/agentClient.ts): first against the server in this process with a
- * recording handler (short deadlines, concurrency, shutdown), then against `node bin/agent.ts` as the
+ * recording handler (short deadlines, concurrency, shutdown), then against `tenant-routing agent` as the
  * shim meets it (greeting, VERSION as runCni answers it, socket modes, stale and live sockets, SIGTERM).
+ *
+ * And the agent as a product: its flags as the CLI parses them (help, usage errors exit 2 in the CLI's
+ * style, NODE_NAME), and its HTTP endpoints: /healthz, /readyz turning 200 once ready, and /metrics
+ * whose counters are exactly the calls made.
  */
-import { existsSync, mkdirSync, statSync } from "node:fs"
+import { spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Scope } from "effect"
+import { Cause, Deferred, Effect, Exit, Metric, Scope } from "effect"
 import * as fc from "fast-check"
+import type { AgentOptions } from "../bin/agent.ts"
+import { parseHostPort } from "../bin/agentCli.ts"
+import { runCli } from "../bin/cli.ts"
+import * as AgentServer from "../src/interpreters/live/AgentServer.ts"
 import {
   type AgentHandler,
-  AgentServer,
   type AgentServerOptions,
   type AgentStartFailed,
   decodeRequest,
   encodeReply,
   MAX_FRAME_BYTES
 } from "../src/interpreters/live/AgentServer.ts"
+import * as MetricsHttp from "../src/interpreters/live/MetricsHttp.ts"
+import { type CacheView, cacheSettled, codeOf } from "../src/programs/agentMetrics.ts"
 import { runCni } from "../src/programs/dispatch.ts"
 import { removePath, tempDir } from "./sim/netns.ts"
-import { call, exchange, frame, requestFrame, startAgent } from "./support/agentClient.ts"
+import {
+  call,
+  exchange,
+  frame,
+  httpGet,
+  metricsPort,
+  PROGRAM_MAIN,
+  requestFrame,
+  sample,
+  startAgent
+} from "./support/agentClient.ts"
+import { startKubeApiServer } from "./support/kubeApiServer.ts"
 import { silent, World } from "./support/memoryWorld.ts"
 
 const dirs: Array<string> = []
@@ -268,7 +289,7 @@ describe("agent protocol, server in process", () => {
   })
 })
 
-describe("agent process (node bin/agent.ts)", () => {
+describe("agent process (tenant-routing agent)", () => {
   const agents: Array<ReturnType<typeof startAgent>> = []
   const start = (args: ReadonlyArray<string>) => {
     const a = startAgent(args)
@@ -278,15 +299,6 @@ describe("agent process (node bin/agent.ts)", () => {
   afterAll(() => {
     for (const a of agents) if (a.child.exitCode === null) a.child.kill("SIGKILL")
   })
-
-  it("unknown flags (the later ones included) exit 2 without starting", async () => {
-    for (const flag of ["--kubeconfig", "--node-name", "--tenants", "--metrics-address", "--bogus"]) {
-      const a = start([flag, "x"])
-      assert.strictEqual((await a.exited).code, 2, flag)
-    }
-    const relative = start(["--socket", "agent.sock"])
-    assert.strictEqual((await relative.exited).code, 2)
-  }, 120_000)
 
   it("serves VERSION and a malformed ADD exactly as runCni answers them; socket 0600 in a 0700 directory", async () => {
     const path = join(freshDir(), "run", "tenant-routing", "agent.sock")
@@ -357,5 +369,367 @@ describe("agent process (node bin/agent.ts)", () => {
     assert.deepStrictEqual(exited, { code: 0, signal: null })
     assert.isFalse(existsSync(path))
     assert.match(a.stderr(), /"agent stopped"/)
+  }, 120_000)
+})
+
+const runProgram = (args: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) => {
+  const { CNI_COMMAND: _, NODE_NAME: _n, ...parent } = process.env
+  const r = spawnSync(process.execPath, [PROGRAM_MAIN, ...args], {
+    env: { ...parent, ...env },
+    encoding: "utf8"
+  })
+  return { code: r.status, out: r.stdout, err: r.stderr }
+}
+
+const AGENT_FLAGS = ["--socket", "--kubeconfig", "--node-name", "--tenants", "--metrics-address"]
+
+describe("tenant-routing agent: flags", () => {
+  it("the program lists agent; agent --help describes each of its flags, exit 0", () => {
+    assert.match(runProgram(["--help"]).out, /^ {2}agent\s{2,}\S/m)
+    const r = runProgram(["agent", "--help"])
+    assert.strictEqual(r.code, 0, r.err)
+    assert.strictEqual(r.err, "")
+    for (const flag of AGENT_FLAGS) assert.match(r.out, new RegExp(`^  ${flag} \\S+\\s{2,}\\S`, "m"), flag)
+    assert.match(r.out, /default \/run\/tenant-routing\/agent\.sock/)
+  }, 60_000)
+
+  const usage: ReadonlyArray<readonly [string, ReadonlyArray<string>, RegExp]> = [
+    ["an unknown flag", ["--bogus"], /Unrecognized flag: --bogus/],
+    ["a flag without its value", ["--socket"], /socket/],
+    ["a relative socket path", ["--socket", "agent.sock"], /--socket must be an absolute path/],
+    [
+      "--kubeconfig without a node name (no NODE_NAME)",
+      ["--kubeconfig", "/etc/k.conf"],
+      /--node-name NAME or set NODE_NAME/
+    ],
+    ["--metrics-address without a port", ["--metrics-address", "127.0.0.1"], /expected HOST:PORT/],
+    ["--metrics-address with a port over 65535", ["--metrics-address", "127.0.0.1:65536"], /over 65535/]
+  ]
+  it.each(usage)(
+    "%s: exit 2 in the CLI's style, nothing started",
+    (_what, args, why) => {
+      const r = runProgram(["agent", ...args])
+      assert.strictEqual(r.code, 2, r.err)
+      assert.strictEqual(r.out, "")
+      assert.isTrue(r.err.startsWith("tenant-routing agent: "), r.err)
+      assert.match(r.err, why)
+    },
+    60_000
+  )
+
+  it("a kubeconfig that does not exist or is not one: exit 2 naming it, before the socket exists", () => {
+    const dir = freshDir()
+    const socket = join(dir, "agent.sock")
+    const missing = runProgram([
+      "agent",
+      "--socket",
+      socket,
+      "--kubeconfig",
+      join(dir, "nope"),
+      "--node-name",
+      "n1"
+    ])
+    assert.strictEqual(missing.code, 2, missing.err)
+    assert.match(missing.err, /^tenant-routing agent: --kubeconfig \S+nope: /)
+    const garbage = join(dir, "garbage.conf")
+    writeFileSync(garbage, "{{{ not yaml")
+    const invalid = runProgram(["agent", "--socket", socket, "--kubeconfig", garbage], { NODE_NAME: "n1" })
+    assert.strictEqual(invalid.code, 2, invalid.err)
+    assert.match(invalid.err, /^tenant-routing agent: --kubeconfig \S+garbage\.conf: /)
+    assert.isFalse(existsSync(socket))
+  }, 60_000)
+
+  const parsed = async (args: ReadonlyArray<string>, environment: Record<string, string> = {}) => {
+    let got: AgentOptions | undefined
+    const err: Array<string> = []
+    const code = await runCli(["agent", ...args], {
+      environment,
+      runAgent: (options) =>
+        Effect.sync(() => {
+          got = options
+        }),
+      stderr: (t) => void err.push(t),
+      stdout: () => {}
+    })
+    return { code, options: got, err: err.join("") }
+  }
+
+  it("flags reach the agent as given; the node name defaults to NODE_NAME, the flag wins", async () => {
+    const a = await parsed([], {})
+    assert.deepStrictEqual(a.options, {
+      socket: "/run/tenant-routing/agent.sock",
+      kubeconfig: undefined,
+      nodeName: undefined,
+      tenants: undefined,
+      metricsAddress: undefined
+    })
+    const b = await parsed(
+      [
+        "--socket",
+        "/s/a.sock",
+        "--kubeconfig",
+        "/k.conf",
+        "--tenants",
+        "t.json",
+        "--metrics-address",
+        "[::1]:9100"
+      ],
+      { NODE_NAME: "from-env" }
+    )
+    assert.strictEqual(b.code, 0, b.err)
+    assert.deepStrictEqual(b.options, {
+      socket: "/s/a.sock",
+      kubeconfig: "/k.conf",
+      nodeName: "from-env",
+      tenants: "t.json",
+      metricsAddress: { host: "::1", port: 9100 }
+    })
+    const c = await parsed(["--node-name", "from-flag"], { NODE_NAME: "from-env" })
+    assert.strictEqual(c.options?.nodeName, "from-flag")
+    const d = await parsed(["--kubeconfig", "/k.conf"], { NODE_NAME: "" })
+    assert.strictEqual(d.code, 2)
+    assert.isUndefined(d.options)
+  })
+
+  it("parseHostPort: every HOST:PORT with a port in 0..65535 parses to itself; other ports and shapes are refused", () => {
+    const host = fc.oneof(
+      fc.ipV4(),
+      fc.constantFrom("localhost", "metrics.node-1.example", "0.0.0.0"),
+      fc.ipV6().map((v6) => `[${v6}]`)
+    )
+    fc.assert(
+      fc.property(host, fc.integer({ min: 0, max: 65535 }), (h, port) => {
+        const r = parseHostPort(`${h}:${port}`)
+        assert.deepStrictEqual(r, { host: h.replace(/^\[|\]$/g, ""), port })
+      })
+    )
+    fc.assert(
+      fc.property(host, fc.integer({ min: 65536, max: 99999 }), (h, port) => {
+        assert.isString(parseHostPort(`${h}:${port}`))
+      })
+    )
+    for (const bad of ["", ":9100", "host", "host:", "host:-1", "::1:9100", "a b:1", "[zz]:1", "host:123456"])
+      assert.isString(parseHostPort(bad), bad)
+  })
+})
+
+describe("agent HTTP endpoints", () => {
+  it("in process: /healthz 200 always; /readyz 503 until ready, then 200; /metrics refreshes first; 404 and 405 otherwise", async () => {
+    let isReady = false
+    let refreshed = 0
+    const gauge = Metric.gauge("test_refreshed")
+    const scope = Effect.runSync(Scope.make())
+    const registry = new Map()
+    const bound = await Effect.runPromise(
+      MetricsHttp.serve({
+        host: "127.0.0.1",
+        port: 0,
+        ready: () => isReady,
+        beforeScrape: Effect.suspend(() => Metric.update(gauge, ++refreshed))
+      }).pipe(Scope.provide(scope), Effect.provideService(Metric.MetricRegistry, registry))
+    )
+    try {
+      assert.deepStrictEqual(await httpGet(bound.port, "/healthz"), { status: 200, body: "ok\n" })
+      assert.strictEqual((await httpGet(bound.port, "/readyz")).status, 503)
+      isReady = true
+      assert.strictEqual((await httpGet(bound.port, "/readyz")).status, 200)
+      const first = await httpGet(bound.port, "/metrics")
+      assert.strictEqual(first.status, 200)
+      assert.strictEqual(sample(first.body, "test_refreshed"), 1)
+      assert.strictEqual(sample(first.body, "tenant_routing_agent_ready"), 1)
+      assert.strictEqual(sample((await httpGet(bound.port, "/metrics")).body, "test_refreshed"), 2)
+      assert.strictEqual((await httpGet(bound.port, "/nope")).status, 404)
+      const post = await fetch(`http://127.0.0.1:${bound.port}/metrics`, { method: "POST" })
+      assert.strictEqual(post.status, 405)
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
+    await fetch(`http://127.0.0.1:${bound.port}/healthz`).then(
+      () => assert.fail("still listening after the scope closed"),
+      () => {}
+    )
+  })
+
+  it("codeOf: 0 for a success; the answer's code otherwise; 999 when the answer has none", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 1, max: 255 }), (code, exit) => {
+        assert.strictEqual(codeOf(exit, JSON.stringify({ cniVersion: "1.0.0", code, msg: "m" })), code)
+        assert.strictEqual(codeOf(0, JSON.stringify({ code })), 0)
+      })
+    )
+    for (const stdout of [undefined, "", "not json", "{}", '{"code":"7"}', '{"code":1.5}', "null"])
+      assert.strictEqual(codeOf(1, stdout), 999, String(stdout))
+  })
+
+  it("the agent process: /healthz and /readyz 200 once ready; /metrics counts exactly the calls made, by verb, outcome and code", async () => {
+    const path = join(freshDir(), "agent.sock")
+    const a = startAgent(["--socket", path, "--metrics-address", "127.0.0.1:0"])
+    try {
+      await a.ready
+      const port = metricsPort(a.stderr())
+      assert.deepStrictEqual(await httpGet(port, "/healthz"), { status: 200, body: "ok\n" })
+      assert.strictEqual((await httpGet(port, "/readyz")).status, 200)
+      const world = new World()
+      const calls: ReadonlyArray<[Record<string, string>, string]> = [
+        [{ CNI_COMMAND: "VERSION" }, VERSION_STDIN],
+        [{ CNI_COMMAND: "VERSION" }, VERSION_STDIN],
+        [{ CNI_COMMAND: "VERSION" }, VERSION_STDIN],
+        [{ CNI_COMMAND: "VERSION" }, "not json"],
+        [{ CNI_COMMAND: "ADD", CNI_CONTAINERID: "-bad" }, VERSION_STDIN],
+        [{ CNI_COMMAND: "ADD", CNI_CONTAINERID: "-bad" }, VERSION_STDIN],
+        [{ CNI_COMMAND: "FROB" }, VERSION_STDIN]
+      ]
+      const expected = new Map<string, number>()
+      for (const [env, stdin] of calls) {
+        const reply = await call(path, env, stdin)
+        // The expected series from what runCni answers, computed independently of the agent.
+        const out = await Effect.runPromise(
+          runCni(env, new TextEncoder().encode(stdin), silent).pipe(Effect.provide(world.layer()))
+        )
+        assert.strictEqual(reply.exit, out.exitCode)
+        const verb = env.CNI_COMMAND === "FROB" ? "other" : env.CNI_COMMAND!
+        const code = out.exitCode === 0 ? 0 : (JSON.parse(out.stdout ?? "{}") as { code: number }).code
+        const series = `tenant_routing_agent_calls_total{verb="${verb}",outcome="${out.exitCode === 0 ? "ok" : "error"}",code="${code}"}`
+        expected.set(series, (expected.get(series) ?? 0) + 1)
+      }
+      assert.isAtLeast(expected.size, 3, "the calls cover several series")
+      const metrics = await httpGet(port, "/metrics")
+      assert.strictEqual(metrics.status, 200)
+      const counted = metrics.body
+        .split("\n")
+        .filter((l) => l.startsWith("tenant_routing_agent_calls_total{"))
+      assert.deepStrictEqual(
+        new Map(
+          counted.map((l) => [l.slice(0, l.lastIndexOf(" ")), Number(l.slice(l.lastIndexOf(" ") + 1))])
+        ),
+        expected
+      )
+      assert.strictEqual(
+        sample(metrics.body, 'tenant_routing_agent_call_duration_seconds_count{verb="VERSION"}'),
+        4
+      )
+      assert.strictEqual(
+        sample(metrics.body, 'tenant_routing_agent_call_duration_seconds_count{verb="ADD"}'),
+        2
+      )
+      assert.strictEqual(sample(metrics.body, "tenant_routing_agent_ready"), 1)
+      a.child.kill("SIGTERM")
+      assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
+      await fetch(`http://127.0.0.1:${port}/healthz`).then(
+        () => assert.fail("the endpoints outlived the agent"),
+        () => {}
+      )
+    } finally {
+      if (a.child.exitCode === null) a.child.kill("SIGKILL")
+    }
+  }, 120_000)
+})
+
+describe("agent --kubeconfig: the watch cache behind readiness and metrics", () => {
+  const view = (synced: [boolean, boolean], errors: [string | undefined, string | undefined]): CacheView => ({
+    synced: () => ({ pods: synced[0], namespaces: synced[1] }),
+    counts: () => ({ pods: 0, namespaces: 0 }),
+    lastErrors: () => ({ pods: errors[0], namespaces: errors[1] })
+  })
+
+  it("cacheSettled: ready exactly when each cache is synced or has failed (and so reads directly)", () => {
+    fc.assert(
+      fc.property(
+        fc.tuple(fc.boolean(), fc.boolean()),
+        fc.tuple(
+          fc.option(fc.constantFrom("403", "ECONNREFUSED", "500"), { nil: undefined }),
+          fc.option(fc.constantFrom("403", "ECONNREFUSED"), { nil: undefined })
+        ),
+        (synced, errors) => {
+          const expected = (synced[0] || errors[0] !== undefined) && (synced[1] || errors[1] !== undefined)
+          assert.strictEqual(cacheSettled(view(synced, errors)), expected)
+        }
+      )
+    )
+  })
+
+  const readyz = async (port: number) => (await httpGet(port, "/readyz")).status
+  const waitReady = async (port: number) => {
+    while ((await readyz(port)) !== 200) await new Promise((r) => setTimeout(r, 50))
+  }
+
+  it("an agent whose cache is still listing is not ready (503); once synced it is (200), and /metrics shows each cache synced with the objects it holds", async () => {
+    const server = await startKubeApiServer({
+      namespaces: [
+        { name: "default" },
+        { name: "team-a", annotations: { "tenant.routing/fwmark": "tenant-a" } }
+      ],
+      pods: [
+        { namespace: "default", name: "here", nodeName: "n1" },
+        { namespace: "default", name: "elsewhere", nodeName: "n2" }
+      ]
+    })
+    const dir = freshDir()
+    const kubeconfig = join(dir, "kubeconfig")
+    server.writeKubeconfig(kubeconfig)
+    // The first pod list is held: the cache cannot have synced while it is.
+    server.setFault({ kind: "delay", ms: 30_000, resource: "pods", verb: "list", times: 1 })
+    const a = startAgent([
+      "--socket",
+      join(dir, "agent.sock"),
+      "--kubeconfig",
+      kubeconfig,
+      "--node-name",
+      "n1",
+      "--metrics-address",
+      "127.0.0.1:0"
+    ])
+    try {
+      await a.ready
+      const port = metricsPort(a.stderr())
+      assert.strictEqual(await readyz(port), 503)
+      assert.strictEqual(
+        sample((await httpGet(port, "/metrics")).body, 'tenant_routing_agent_cache_synced{resource="pods"}'),
+        0
+      )
+      await waitReady(port)
+      const body = (await httpGet(port, "/metrics")).body
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 1)
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="namespaces"}'), 1)
+      assert.strictEqual(
+        sample(body, 'tenant_routing_agent_cache_objects{resource="pods"}'),
+        1,
+        "only this node's pods"
+      )
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_objects{resource="namespaces"}'), 2)
+      assert.strictEqual(sample(body, "tenant_routing_agent_ready"), 1)
+      a.child.kill("SIGTERM")
+      assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
+    } finally {
+      if (a.child.exitCode === null) a.child.kill("SIGKILL")
+      await server.close()
+    }
+  }, 120_000)
+
+  it("an API server that cannot be reached: the cache falls back to direct reads, so the agent is ready, with the caches shown unsynced", async () => {
+    const server = await startKubeApiServer()
+    const dir = freshDir()
+    const kubeconfig = join(dir, "kubeconfig")
+    // A closed port on loopback: every list is refused.
+    server.writeKubeconfig(kubeconfig, { server: "https://127.0.0.1:1" })
+    const a = startAgent(
+      ["--socket", join(dir, "agent.sock"), "--kubeconfig", kubeconfig, "--metrics-address", "127.0.0.1:0"],
+      {
+        env: { ...process.env, NODE_NAME: "n1" }
+      }
+    )
+    try {
+      await a.ready
+      const port = metricsPort(a.stderr())
+      await waitReady(port)
+      const body = (await httpGet(port, "/metrics")).body
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 0)
+      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="namespaces"}'), 0)
+      a.child.kill("SIGTERM")
+      assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
+    } finally {
+      if (a.child.exitCode === null) a.child.kill("SIGKILL")
+      await server.close()
+    }
   }, 120_000)
 })

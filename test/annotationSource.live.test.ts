@@ -8,7 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll } from "@effect/vitest"
 import { Effect } from "effect"
-import { AnnotationsKubernetes } from "../src/interpreters/live/AnnotationsKubernetes.ts"
+import * as AnnotationsKubernetes from "../src/interpreters/live/AnnotationsKubernetes.ts"
 import { annotationSourceContract } from "./conformance/annotationSourceContract.ts"
 import { type KubeApiServer, startKubeApiServer } from "./support/kubeApiServer.ts"
 

@@ -3,7 +3,8 @@
  * answers like the live interpreter (see annotationSource.live.test.ts) and a kube-apiserver do.
  */
 import { Effect } from "effect"
-import { AnnotationsMemory, Cluster } from "../src/interpreters/memory/AnnotationsMemory.ts"
+import * as AnnotationsMemory from "../src/interpreters/memory/AnnotationsMemory.ts"
+import { Cluster } from "../src/interpreters/memory/AnnotationsMemory.ts"
 import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
 import { annotationSourceContract } from "./conformance/annotationSourceContract.ts"
 

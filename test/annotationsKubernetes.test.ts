@@ -16,7 +16,7 @@ import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { type AnnotationReader, AnnotationSource } from "../src/domain/tenancy/AnnotationSource.ts"
-import { AnnotationsKubernetes } from "../src/interpreters/live/AnnotationsKubernetes.ts"
+import * as AnnotationsKubernetes from "../src/interpreters/live/AnnotationsKubernetes.ts"
 import { type KubeApiServer, type KubeconfigOptions, startKubeApiServer } from "./support/kubeApiServer.ts"
 
 const fwmark = "tenant.routing/fwmark"
@@ -621,7 +621,7 @@ describe("AnnotationsKubernetes: start-up cost", () => {
         } })
         const { Effect } = await import("effect")
         const { AnnotationSource } = await import(${JSON.stringify(new URL("../src/domain/tenancy/AnnotationSource.ts", import.meta.url).pathname)})
-        const { AnnotationsKubernetes } = await import(${JSON.stringify(new URL("../src/interpreters/live/AnnotationsKubernetes.ts", import.meta.url).pathname)})
+        const AnnotationsKubernetes = await import(${JSON.stringify(new URL("../src/interpreters/live/AnnotationsKubernetes.ts", import.meta.url).pathname)})
         const exit = await Effect.runPromiseExit(
           AnnotationSource.use((s) => s.connect(process.argv[1])).pipe(Effect.provide(AnnotationsKubernetes.layer)))
         const outcome = exit._tag === "Success" ? "connected" : exit.cause.reasons[0]?.error?._tag ?? "defect"

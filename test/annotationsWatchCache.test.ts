@@ -17,7 +17,8 @@ import {
   AnnotationSource,
   type Annotations
 } from "../src/domain/tenancy/AnnotationSource.ts"
-import { AnnotationsWatchCache, WatchCacheStatus } from "../src/interpreters/live/AnnotationsWatchCache.ts"
+import * as AnnotationsWatchCache from "../src/interpreters/live/AnnotationsWatchCache.ts"
+import { WatchCacheStatus } from "../src/interpreters/live/AnnotationsWatchCache.ts"
 import { type KubeApiServer, type RecordedRequest, startKubeApiServer } from "./support/kubeApiServer.ts"
 
 let dir: string

@@ -9,7 +9,7 @@ import * as path from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
-import { AttachmentStoreFiles } from "../src/interpreters/live/AttachmentStoreFiles.ts"
+import * as AttachmentStoreFiles from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import { attachment, attachmentStoreContract, record } from "./conformance/attachmentStoreContract.ts"
 
 const root = mkdtempSync(path.join(tmpdir(), "trw-store-"))

@@ -3,7 +3,8 @@
  * runs the same laws in test/attachmentStore.live.test.ts.
  */
 
-import { AttachmentStoreMemory, Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import * as AttachmentStoreMemory from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import { Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
 import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
 import { attachmentStoreContract } from "./conformance/attachmentStoreContract.ts"
 

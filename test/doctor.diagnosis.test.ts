@@ -718,3 +718,82 @@ describe("doctor diagnosis: configuration, backend, namespace reads", () => {
     assert.include(r.reason, `markMask ${formatMark(or32(0x30, 0xf0))}`)
   })
 })
+
+describe("cni-chaining: our conflist is the one used, and cilium-cni accepts its place in it", () => {
+  const conflistWith = (name: string, plugins: ReadonlyArray<Record<string, unknown>>) => ({
+    path: `/etc/cni/net.d/${name}`,
+    text: JSON.stringify({ cniVersion: "1.0.0", name: "tenant-routing", plugins })
+  })
+  const ours = { type: "tenant-routing-wrapper", delegate: { type: "ptp" } }
+  /** Facts of a node whose conflist `file` holds `plugins`, in a dir listing `files`. */
+  const factsOf = (
+    file: string,
+    plugins: ReadonlyArray<Record<string, unknown>>,
+    files: ReadonlyArray<string>
+  ): DoctorFacts => {
+    const c = conflistWith(file, plugins)
+    const picked = pickConflist([c])
+    if (picked === undefined || !("plugin" in picked)) throw new Error("no plugin")
+    const base = fromFile(EXAMPLE)
+    return {
+      ...healthy(base),
+      config: { ...base, plugin: picked.plugin },
+      cniConf: { files, conflist: JSON.parse(c.text) }
+    }
+  }
+  const chaining = (facts: DoctorFacts) => only(diagnose(facts), "cni-chaining")
+
+  it("the shipped shape (00- first, cilium-cni with generic-veth) is ok on both counts", () => {
+    const r = chaining(
+      factsOf(
+        "00-tenant-routing.conflist",
+        [ours, { type: "cilium-cni", "chaining-mode": "generic-veth" }],
+        ["00-tenant-routing.conflist", "99-loopback.conf", "tenant-routing"]
+      )
+    )
+    assert.deepStrictEqual(
+      r.map((x) => [x.subject, x.status]),
+      [
+        ["00-tenant-routing.conflist", "ok"],
+        ["cilium-cni", "ok"]
+      ]
+    )
+  })
+
+  it("a bare cilium-cni fails with Cilium's own error named", () => {
+    const r = chaining(
+      factsOf("00-tenant-routing.conflist", [ours, { type: "cilium-cni" }], ["00-tenant-routing.conflist"])
+    )
+    const cilium = r.find((x) => x.subject === "cilium-cni")!
+    assert.strictEqual(cilium.status, "fail")
+    assert.include(cilium.reason, "not in chaining mode")
+    assert.include(cilium.hint, "cni.chainingMode=generic-veth")
+  })
+
+  it("Cilium's 05-cilium.conflist before a 10- of ours fails, naming the file; a later one does not", () => {
+    const before = chaining(
+      factsOf("10-tenant-routing.conflist", [ours], ["05-cilium.conflist", "10-tenant-routing.conflist"])
+    )
+    assert.deepStrictEqual(
+      before.map((x) => x.status),
+      ["fail"]
+    )
+    assert.include(before[0]!.reason, "05-cilium.conflist sorts before 10-tenant-routing.conflist")
+    assert.include(before[0]!.hint, "cni.customConf=true")
+    const after = chaining(
+      factsOf("00-tenant-routing.conflist", [ours], ["05-cilium.conflist", "00-tenant-routing.conflist"])
+    )
+    assert.deepStrictEqual(
+      after.map((x) => x.status),
+      ["ok"]
+    )
+  })
+
+  it("no conflist with the plugin, or the check not gathered: nothing; an unreadable dir warns", () => {
+    assert.deepStrictEqual(chaining(healthy(fromFile(EXAMPLE))), [])
+    const facts = factsOf("00-tenant-routing.conflist", [ours], [])
+    const { cniConf: _, ...withoutCniConf } = facts
+    assert.deepStrictEqual(chaining(withoutCniConf), [])
+    assert.strictEqual(chaining({ ...facts, cniConf: unreadable("EACCES") })[0]?.status, "warn")
+  })
+})

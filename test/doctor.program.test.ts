@@ -22,11 +22,15 @@ import {
   parseNftTables,
   parseRouteDevices
 } from "../src/interpreters/live/NodeFactsLinux.ts"
-import { AnnotationsMemory, Cluster } from "../src/interpreters/memory/AnnotationsMemory.ts"
-import { AttachmentStoreMemory, Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import * as AnnotationsMemory from "../src/interpreters/memory/AnnotationsMemory.ts"
+import { Cluster } from "../src/interpreters/memory/AnnotationsMemory.ts"
+import * as AttachmentStoreMemory from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import { Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
 import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
-import { Kernel, NetfilterMemory } from "../src/interpreters/memory/NetfilterMemory.ts"
-import { NodeFactsMemory, NodeModel } from "../src/interpreters/memory/NodeFactsMemory.ts"
+import * as NetfilterMemory from "../src/interpreters/memory/NetfilterMemory.ts"
+import { Kernel } from "../src/interpreters/memory/NetfilterMemory.ts"
+import * as NodeFactsMemory from "../src/interpreters/memory/NodeFactsMemory.ts"
+import { NodeModel } from "../src/interpreters/memory/NodeFactsMemory.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 import { DEFAULT_DOCTOR_OPTIONS, type DoctorOptions, doctor, formatDoctor } from "../src/programs/doctor.ts"
 

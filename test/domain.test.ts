@@ -4,6 +4,7 @@
 import { readdirSync, readFileSync } from "node:fs"
 import { dirname, join, relative, resolve } from "node:path"
 import { describe, it } from "@effect/vitest"
+import { Result } from "effect"
 import * as fc from "fast-check"
 import { assert } from "vitest"
 import { decodeEnv } from "../src/domain/cni/CniEnv.ts"
@@ -78,11 +79,11 @@ describe("CNI environment", () => {
       CNI_PATH: "/opt/cni/bin:/usr/lib/cni",
       CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0.x"
     })
-    assert.isTrue("env" in r)
-    if ("env" in r) {
-      assert.strictEqual(r.env.podNamespace, "team-a")
-      assert.strictEqual(r.env.podName, "web-0.x")
-      assert.deepStrictEqual(r.env.path, ["/opt/cni/bin", "/usr/lib/cni"])
+    assert.isTrue(Result.isSuccess(r))
+    if (Result.isSuccess(r)) {
+      assert.strictEqual(r.success.podNamespace, "team-a")
+      assert.strictEqual(r.success.podName, "web-0.x")
+      assert.deepStrictEqual(r.success.path, ["/opt/cni/bin", "/usr/lib/cni"])
     }
   })
 })

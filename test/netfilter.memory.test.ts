@@ -4,7 +4,8 @@
  * backends (test/netfilter.live.test.ts runs the same laws in a netns).
  */
 import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
-import { Kernel, NetfilterMemory } from "../src/interpreters/memory/NetfilterMemory.ts"
+import * as NetfilterMemory from "../src/interpreters/memory/NetfilterMemory.ts"
+import { Kernel } from "../src/interpreters/memory/NetfilterMemory.ts"
 import { netfilterContract } from "./conformance/netfilterContract.ts"
 
 netfilterContract("memory", () => NetfilterMemory.layer(new Kernel(), new FaultPlan()), { propertyRuns: 100 })

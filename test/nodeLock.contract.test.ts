@@ -4,8 +4,8 @@
  * test/nodeLock.live.test.ts covers what only the socket has (other processes, SIGKILL).
  */
 import { randomBytes } from "node:crypto"
-import { NodeLockSocket } from "../src/interpreters/live/NodeLockSocket.ts"
-import { NodeLockMemory } from "../src/interpreters/memory/NodeLockMemory.ts"
+import * as NodeLockSocket from "../src/interpreters/live/NodeLockSocket.ts"
+import * as NodeLockMemory from "../src/interpreters/memory/NodeLockMemory.ts"
 import { nodeLockContract } from "./conformance/nodeLockContract.ts"
 
 nodeLockContract("memory", ({ timeout }) => NodeLockMemory.layerWith({ timeout: timeout ?? "5 seconds" }), {

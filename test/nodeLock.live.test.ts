@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
-import { NodeLockSocket } from "../src/interpreters/live/NodeLockSocket.ts"
+import * as NodeLockSocket from "../src/interpreters/live/NodeLockSocket.ts"
 
 const freshName = () => `trw-test-lock-${randomBytes(6).toString("hex")}`
 

@@ -11,13 +11,9 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Result } from "effect"
 import { type CliEnv, runCli } from "../bin/cli.ts"
+import { formatIssues, type Issue } from "../src/domain/decode/Issue.ts"
 import { canonicalIp } from "../src/domain/net/Ip.ts"
-import {
-  type ConfigIssue,
-  decodeNodeSetupConfig,
-  decodeNodeSetupConfigJson,
-  formatIssues
-} from "../src/domain/node-setup/NodeSetupConfig.ts"
+import { decodeNodeSetupConfig, decodeNodeSetupConfigJson } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import * as RoutingMemory from "../src/interpreters/memory/RoutingMemory.ts"
 
 const runNodeSetup = (argv: ReadonlyArray<string>, env: CliEnv) => runCli(["node-setup", ...argv], env)
@@ -31,7 +27,7 @@ const tenant = (overrides: Record<string, unknown> = {}) => ({
 })
 const withTenant = (overrides: Record<string, unknown>) => ({ tenants: { a: tenant(overrides) } })
 
-const issuesOf = (input: unknown): ReadonlyArray<ConfigIssue> => {
+const issuesOf = (input: unknown): ReadonlyArray<Issue> => {
   const r = decodeNodeSetupConfig(input)
   return Result.isFailure(r) ? r.failure : []
 }

@@ -35,12 +35,17 @@ const ipNs = (...args: ReadonlyArray<string>): string =>
 
 /** `ip -n NS -j ...` parsed; a table that was never created reads as empty. */
 const show = (...args: ReadonlyArray<string>): Array<Record<string, unknown>> => {
-  const r = spawnSync("ip", ["-n", ns, "-j", ...args], { encoding: "utf8" })
+  // Rules with -N: tables by number, whatever the host's rt_tables names them.
+  const numeric = args.includes("rule") ? ["-N"] : []
+  const r = spawnSync("ip", ["-n", ns, "-j", ...numeric, ...args], { encoding: "utf8" })
   if (r.status !== 0) {
     if (r.stderr.includes("FIB table does not exist")) return []
     throw new Error(`ip ${args.join(" ")}: ${r.stderr}`)
   }
-  return JSON.parse(r.stdout) as Array<Record<string, unknown>>
+  // Our protocol by number, whether or not the host's rt_protos.d names it.
+  return (JSON.parse(r.stdout) as Array<Record<string, unknown>>).map((e) =>
+    e.protocol === "tenant-routing" ? { ...e, protocol: "158" } : e
+  )
 }
 
 /** Everything the tests look at: rules of both families and the routes of the given tables. */
@@ -65,7 +70,7 @@ const decodeOk = (wire: unknown): NodeSetupConfig => {
 }
 
 const live = Layer.provideMerge(RoutingIproute2.layer({ netns: ns }), NodeServices.layer)
-const runLive = (config: NodeSetupConfig, options: NodeSetupOptions) =>
+const runLive = (config: NodeSetupConfig | undefined, options: NodeSetupOptions) =>
   Effect.runPromise(nodeSetup(config, options).pipe(Effect.provide(live)))
 
 const example = {
@@ -109,12 +114,16 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
     assert.strictEqual(first.changes, 13)
     const after = kernelState([100, 200])
     for (const rules of [after.rules4, after.rules6]) {
-      assert.isTrue(has(rules, { priority: 999, table: "main", suppress_prefixlen: 0 }))
-      assert.isTrue(has(rules, { priority: 1000, fwmark: "0x10", fwmask: "0x30", table: "100" }))
-      assert.isTrue(has(rules, { priority: 1001, fwmark: "0x20", fwmask: "0x30", table: "200" }))
+      assert.isTrue(has(rules, { priority: 999, table: "254", suppress_prefixlen: 0, protocol: "158" }))
+      assert.isTrue(
+        has(rules, { priority: 1000, fwmark: "0x10", fwmask: "0x30", table: "100", protocol: "158" })
+      )
+      assert.isTrue(
+        has(rules, { priority: 1001, fwmark: "0x20", fwmask: "0x30", table: "200", protocol: "158" })
+      )
     }
-    const unreachable = { type: "unreachable", dst: "default", metric: 4294967295 }
-    assert.isTrue(has(after.routes["4/100"]!, { dst: "default", gateway: "192.0.2.2" }))
+    const unreachable = { type: "unreachable", dst: "default", metric: 4294967295, protocol: "158" }
+    assert.isTrue(has(after.routes["4/100"]!, { dst: "default", gateway: "192.0.2.2", protocol: "158" }))
     assert.isTrue(has(after.routes["4/100"]!, unreachable))
     assert.isTrue(has(after.routes["6/100"]!, unreachable))
     assert.isTrue(
@@ -150,7 +159,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
     ipNs("-4", "route", "flush", "table", "200")
   })
 
-  it("a changed gateway replaces the default route; another metric is left alone", async () => {
+  it("a changed gateway replaces our default route in place; another metric is left alone", async () => {
     const config = decodeOk(example)
     await runLive(config, { mode: "apply" })
     const moved = decodeOk({
@@ -161,12 +170,9 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
     })
     ipNs("-4", "route", "add", "default", "via", "192.0.2.8", "table", "100", "metric", "7")
     const report = await runLive(moved, { mode: "apply" })
-    assert.deepStrictEqual(report.lines, [
-      "ip -4 route del unicast default via 192.0.2.2 table 100 metric 0",
-      "ip -4 route add default via 198.51.100.7 table 100"
-    ])
+    assert.deepStrictEqual(report.lines, ["ip -4 route replace default via 198.51.100.7 table 100 proto 158"])
     const routes = show("-4", "route", "show", "table", "100")
-    assert.isTrue(has(routes, { dst: "default", gateway: "198.51.100.7" }))
+    assert.isTrue(has(routes, { dst: "default", gateway: "198.51.100.7", protocol: "158" }))
     assert.isTrue(has(routes, { dst: "default", gateway: "192.0.2.8", metric: 7 }))
     assert.isFalse(has(routes, { dst: "default", gateway: "192.0.2.2" }))
     await runLive(moved, { mode: "remove" })
@@ -176,36 +182,101 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
     ipNs("-4", "route", "flush", "table", "100")
   })
 
-  it("remove keeps our rule (and its routes) when ip rule del would delete a foreign rule listed first", async () => {
+  it("a tenant dropped from the file goes on the next apply; --remove after the file changed removes all ours; a foreign rule at the same priority survives", async () => {
+    // Foreign: tenant-b's exact selector at its priority, but another protocol (static).
+    ipNs(
+      "-4",
+      "rule",
+      "add",
+      "priority",
+      "1001",
+      "fwmark",
+      "0x20/0x30",
+      "lookup",
+      "200",
+      "protocol",
+      "static"
+    )
+    const initial = kernelState([100, 200])
+    await runLive(decodeOk(example), { mode: "apply" })
+    const onlyA = decodeOk({ markMask: "0x30", tenants: { "tenant-a": example.tenants["tenant-a"] } })
+    const dropped = await runLive(onlyA, { mode: "apply" })
+    assert.strictEqual(dropped.changes, 6)
+    const after = kernelState([100, 200])
+    for (const rules of [after.rules4, after.rules6])
+      assert.isFalse(has(rules, { priority: 1001, fwmark: "0x20", protocol: "158" }))
+    assert.isTrue(
+      has(after.rules4, { priority: 1001, fwmark: "0x20", fwmask: "0x30", table: "200", protocol: "4" })
+    )
+    assert.deepStrictEqual(after.routes["4/200"], [])
+    assert.deepStrictEqual(after.routes["6/200"], [])
+    assert.isTrue(has(after.routes["4/100"]!, { dst: "default", gateway: "192.0.2.2", protocol: "158" }))
+    assert.include(dropped.foreign, "ip -4 rule priority 1001 fwmark 0x20/0x30 lookup 200 protocol 4")
+
+    // The file changes again (tenant-a renumbered, tenant-b back) without an apply; remove still
+    // finds everything by its tag: tenant-a's entries from the apply before.
+    const changed = decodeOk({
+      tenants: {
+        "tenant-a": { ...example.tenants["tenant-a"], table: 300, priority: 2000 },
+        "tenant-b": example.tenants["tenant-b"]
+      }
+    })
+    const removed = await runLive(changed, { mode: "remove" })
+    assert.strictEqual(removed.changes, 7)
+    assert.deepStrictEqual(removed.blocked, [])
+    assert.deepStrictEqual(kernelState([100, 200]), initial)
+    ipNs(
+      "-4",
+      "rule",
+      "del",
+      "priority",
+      "1001",
+      "fwmark",
+      "0x20/0x30",
+      "lookup",
+      "200",
+      "protocol",
+      "static"
+    )
+  })
+
+  it("the previous version's untagged rules and routes are adopted by one apply, then removed by tag", async () => {
+    const initial = kernelState([100, 200])
+    // What the previous version ran for tenant-a alone: no protocol anywhere.
+    ipNs("-4", "route", "add", "unreachable", "default", "table", "100", "metric", "4294967295")
+    ipNs("-6", "route", "add", "unreachable", "default", "table", "100", "metric", "4294967295")
+    ipNs("-4", "route", "add", "default", "via", "192.0.2.2", "table", "100")
+    for (const f of ["-4", "-6"]) {
+      ipNs(f, "rule", "add", "priority", "999", "lookup", "main", "suppress_prefixlength", "0")
+      ipNs(f, "rule", "add", "priority", "1000", "fwmark", "0x10/0x10", "lookup", "100")
+    }
+    const onlyA = decodeOk({ tenants: { "tenant-a": example.tenants["tenant-a"] } })
+    const adopted = await runLive(onlyA, { mode: "apply" })
+    // 3 routes replaced in place, 4 rules added tagged, then their 4 untagged copies deleted.
+    assert.strictEqual(adopted.changes, 11)
+    const after = kernelState([100])
+    for (const rules of [after.rules4, after.rules6]) {
+      assert.strictEqual(rules.filter((r) => r.priority === 1000 || r.priority === 999).length, 2)
+      assert.isTrue(has(rules, { priority: 1000, fwmark: "0x10", fwmask: "0x10", protocol: "158" }))
+    }
+    assert.isTrue(after.routes["4/100"]!.every((r) => r.protocol === "158"))
+    assert.strictEqual(after.routes["4/100"]!.length, 2)
+    assert.strictEqual((await runLive(onlyA, { mode: "apply" })).changes, 0)
+    await runLive(undefined, { mode: "remove" })
+    assert.deepStrictEqual(kernelState([100, 200]), initial)
+  })
+
+  it("remove deletes ours by its protocol even when a foreign rule with the same fields and an iif is listed first", async () => {
     const config = decodeOk(example)
-    // Same priority, mark and table as ours plus an iif: `ip rule del` of ours would match it first.
+    // Same priority, mark and table as ours plus an iif, untagged: a delete without our protocol would hit it.
     ipNs("-4", "rule", "add", "priority", "1000", "iif", "lo", "fwmark", "0x10/0x30", "lookup", "100")
     const initial = kernelState([100, 200])
     await runLive(config, { mode: "apply" })
     const removed = await runLive(config, { mode: "remove" })
-    assert.strictEqual(removed.blocked.length, 3)
-    assert.match(
-      removed.blocked[0]!,
-      /^ip -4 rule priority 1000 fwmark 0x10\/0x30 lookup 100: ip rule del would delete/
-    )
-    assert.isTrue(
-      has(show("-4", "rule", "show"), { priority: 1000, iif: "lo", fwmark: "0x10", table: "100" })
-    )
-    assert.isTrue(
-      has(show("-4", "rule", "show"), { priority: 1000, fwmark: "0x10", fwmask: "0x30", table: "100" })
-    )
-    assert.isTrue(has(show("-4", "route", "show", "table", "100"), { type: "unreachable", dst: "default" }))
-    // Once the operator removes the foreign rule (naming its iif), remove finishes the job.
+    assert.deepStrictEqual(removed.blocked, [])
+    assert.strictEqual(removed.changes, 13)
+    assert.deepStrictEqual(kernelState([100, 200]), initial)
     ipNs("-4", "rule", "del", "priority", "1000", "iif", "lo", "fwmark", "0x10/0x30", "lookup", "100")
-    const rest = await runLive(config, { mode: "remove" })
-    assert.strictEqual(rest.changes, 3)
-    const final = kernelState([100, 200])
-    assert.deepStrictEqual(final.rules6, initial.rules6)
-    assert.deepStrictEqual(
-      final.rules4,
-      initial.rules4.filter((r) => r.iif !== "lo")
-    )
-    assert.deepStrictEqual(final.routes, initial.routes)
   })
 
   it("edge values through the CLI: priorities 2 (suppress rule at 1) and 32766, table 4294967295, IPv6 multipath, rt_tables", async () => {
@@ -239,7 +310,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       }
       assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], env), 0, out.join(""))
       const rules4 = show("-4", "rule", "show")
-      assert.isTrue(has(rules4, { priority: 1, table: "main", suppress_prefixlen: 0 }))
+      assert.isTrue(has(rules4, { priority: 1, table: "254", suppress_prefixlen: 0 }))
       assert.isTrue(has(rules4, { priority: 2, fwmark: "0x1", fwmask: "0x1fff", table: "1" }))
       assert.isTrue(has(rules4, { priority: 32766, fwmark: "0x1000", fwmask: "0x1fff", table: "4294967295" }))
       assert.isTrue(
@@ -253,6 +324,11 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
         })
       )
       assert.include(readFileSync(rtTables, "utf8"), "4294967295\tedge-high\n")
+      // Beside the rt_tables given, never in /etc.
+      assert.include(
+        readFileSync(join(dir, "rt_protos.d", "tenant-routing.conf"), "utf8"),
+        "158\ttenant-routing\n"
+      )
       assert.strictEqual(await runNodeSetup(["--config", file, "--write-rt-tables"], env), 0)
       assert.match(out.at(-1)!, /^apply: 0 changes\n/)
       // The kernel's own `lookup local` rule at 0 is not at any of our priorities, so it is never
@@ -260,7 +336,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       assert.notMatch(out.at(-1)!, /priority 0 /)
       assert.notInclude(out.at(-1)!, "lookup local")
       assert.strictEqual(await runNodeSetup(["--config", file, "--remove", "--write-rt-tables"], env), 0)
-      assert.match(out.at(-1)!, /^remove: 14 changes\n/)
+      assert.match(out.at(-1)!, /^remove: 15 changes\n/)
       assert.deepStrictEqual(kernelState([1, 4294967295]), initial)
       assert.notInclude(readFileSync(rtTables, "utf8"), "edge-high")
     } finally {
@@ -288,7 +364,7 @@ describe.skipIf(!canRun)(`node-setup in a throwaway network namespace (${ns})`, 
       assert.strictEqual(await runNodeSetup(["--config", file], env), 1)
       assert.match(
         err.join(""),
-        /ip -n trw-ns-\w+ -4 route add default via 203\.0\.113\.2 table 100: .*(invalid gateway|unreachable|no route)/i
+        /ip -n trw-ns-\w+ -4 route add default via 203\.0\.113\.2 table 100 proto 158: .*(invalid gateway|unreachable|no route)/i
       )
       // What it did install (unreachable routes only, no rule) comes out again with remove.
       assert.strictEqual(await runNodeSetup(["--config", file, "--remove"], env), 0)

@@ -21,7 +21,7 @@ import { createServer, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { buildShim } from "../scripts/buildShim.ts"
+import { buildShim } from "../shim/build.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "trw-shim-"))
 const bin = join(dir, "bin") // the shim and the fake tenant-routing

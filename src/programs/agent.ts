@@ -17,8 +17,7 @@
  */
 import { Cause, Effect, Layer, type Scope } from "effect"
 import { unexpectedError } from "../domain/cni/CniError.ts"
-import { NEWEST_VERSION } from "../domain/cni/CniVersion.ts"
-import { parseStdin, replyVersion } from "../domain/cni/Invocation.ts"
+import { replyVersionOf } from "../domain/cni/Invocation.ts"
 import { committerLayer } from "./committer.ts"
 import { type CniOutput, type CniServices, type LogSettings, runCni } from "./dispatch.ts"
 
@@ -44,9 +43,8 @@ export const makeCallHandler = Effect.fn("agent.makeCallHandler")(function* (
       Effect.catchCause((cause) =>
         Effect.gen(function* () {
           yield* Effect.logError("agent call failed unexpectedly", { cause: Cause.pretty(cause) })
-          const parsed = parseStdin(stdin)
           const doc = unexpectedError(
-            "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION,
+            replyVersionOf(stdin),
             Cause.pretty(cause).split("\n")[0]?.slice(0, 200) ?? "unknown"
           )
           return { stdout: JSON.stringify(doc), exitCode: 1 }

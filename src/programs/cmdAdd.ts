@@ -10,6 +10,7 @@
 import { Effect, Result, Schema } from "effect"
 import { CniResult, convertResult, podIps } from "../domain/cni/CniResult.ts"
 import { type CniFailure, DelegateFailed, InvalidConfig, type TryAgainLater } from "../domain/cni/Errors.ts"
+import { podRefOf } from "../domain/datapath/AttachmentRecord.ts"
 import { ownerTag } from "../domain/datapath/Owner.ts"
 import { formatMark } from "../domain/net/Mark.ts"
 import type { AnnotationSource } from "../domain/tenancy/AnnotationSource.ts"
@@ -87,7 +88,7 @@ export const cmdAdd = Effect.fn("cmdAdd")(function* (call: Call) {
       )
     } else tenant = resolved.success
     const ips = podIps(obtained.result)
-    const attached = yield* attach(config, a, ips, tenant, open)
+    const attached = yield* attach(config, a, ips, tenant, open, podRefOf(call.env))
     return { ips, backend: attached.backend, tenant: attached.tenant }
   })
   const done = yield* afterDelegate.pipe(Effect.onError(() => obtained.undo))

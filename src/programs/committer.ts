@@ -8,9 +8,10 @@
  */
 import { Deferred, Effect, Exit, Layer } from "effect"
 import type { Backend } from "../domain/cni/Config.ts"
+import { BACKENDS } from "../domain/cni/Config.ts"
 import type { NetfilterFailed, TryAgainLater } from "../domain/cni/Errors.ts"
 import { applyView, Committer, type Plan, type Step, type View } from "../domain/datapath/Committer.ts"
-import { BACKENDS, type Changes, diff, invert, isEmpty } from "../domain/datapath/Entries.ts"
+import { type Changes, diff, invert, isEmpty } from "../domain/datapath/Entries.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { NodeLock } from "../domain/datapath/NodeLock.ts"
 

@@ -12,7 +12,7 @@
 import { Effect, Option } from "effect"
 import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
 import type { NetfilterFailed, StateFailed, TryAgainLater } from "../domain/cni/Errors.ts"
-import { makeRecord } from "../domain/datapath/AttachmentRecord.ts"
+import { makeRecord, type PodRef } from "../domain/datapath/AttachmentRecord.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import type { BackendEntries } from "../domain/datapath/Check.ts"
 import { planCollect } from "../domain/datapath/Collect.ts"
@@ -66,7 +66,8 @@ export const attach = (
   a: Attachment,
   ips: ReadonlyArray<string>,
   tenant: Tenant | null,
-  untaggedOnInstallFailure: boolean
+  untaggedOnInstallFailure: boolean,
+  pod?: PodRef
 ): Effect.Effect<
   { readonly tenant: Tenant | null; readonly backend: Backend },
   NetfilterFailed | StateFailed | TryAgainLater,
@@ -77,7 +78,7 @@ export const attach = (
     const store = yield* AttachmentStore
     const tag = ownerTag(a)
     const write = (effective: Tenant | null, active: Backend) =>
-      store.write(config.stateDir, makeRecord(a, effective, config.markMask, ips, active))
+      store.write(config.stateDir, makeRecord(a, effective, config.markMask, ips, active, pod))
 
     const alone = Effect.gen(function* () {
       const view = yield* readView(nf)

@@ -5,7 +5,7 @@
  * Every call logs exactly one line (verb, ids, tenant, mark, IPs, backend, duration, outcome, code),
  * failed or not, with what the verb logged on the way inside it (CallLog.ts).
  */
-import { Cause, Clock, Effect, type Layer, LogLevel } from "effect"
+import { Cause, Clock, Effect, type Layer, LogLevel, Result } from "effect"
 import type { Command } from "../domain/cni/CniEnv.ts"
 import { toCniError, unexpectedError } from "../domain/cni/CniError.ts"
 import type { PluginConfig } from "../domain/cni/Config.ts"
@@ -62,29 +62,27 @@ export const runCni = (
   Effect.gen(function* () {
     const started = yield* Clock.currentTimeMillis
     const decoded = decodeInvocation(env, stdin)
-    const settings =
-      "invocation" in decoded && decoded.invocation._tag === "Call" ? decoded.invocation.config : DEFAULT_LOG
+    const call = Result.isSuccess(decoded) && decoded.success._tag === "Call" ? decoded.success : undefined
+    const settings = call?.config ?? DEFAULT_LOG
     const verb = (env.CNI_COMMAND ?? "?").slice(0, 32)
-    const cniVersion =
-      "invocation" in decoded
-        ? decoded.invocation._tag === "Call"
-          ? decoded.invocation.config.cniVersion
-          : decoded.invocation.cniVersion
-        : decoded.cniVersion
-    const facts: CallFacts =
-      "invocation" in decoded && decoded.invocation._tag === "Call" ? factsOf(decoded.invocation) : {}
+    const cniVersion = Result.isFailure(decoded)
+      ? decoded.failure.cniVersion
+      : decoded.success._tag === "Call"
+        ? decoded.success.config.cniVersion
+        : decoded.success.cniVersion
+    const facts: CallFacts = call === undefined ? {} : factsOf(call)
     const notes: Array<Note> = []
 
     const run: Effect.Effect<{ output: CniOutput; log: Record<string, unknown> }, never, CniServices> =
       Effect.gen(function* () {
-        if ("error" in decoded) {
-          const doc = toCniError(decoded.error, cniVersion)
+        if (Result.isFailure(decoded)) {
+          const doc = toCniError(decoded.failure.error, cniVersion)
           return {
             output: { stdout: print(doc), exitCode: 1 },
             log: { outcome: "error", code: doc.code, error: doc.msg, details: doc.details }
           }
         }
-        const inv = decoded.invocation
+        const inv = decoded.success
         if (inv._tag === "Version") {
           return {
             output: { stdout: print(cmdVersion(inv.cniVersion).output), exitCode: 0 },

@@ -3,7 +3,8 @@
  * services, then let `diagnose` (domain/doctor/Diagnose.ts) judge it. Reads top to bottom: load the
  * tenants file and the installed conflist, read rules and the tenant tables, then everything else
  * concurrently — backends, entries, records, reverse-path sysctls, netfilter inventory, CNI binaries,
- * Cilium's status, and one namespace read with the configured identity.
+ * Cilium's status, and one namespace read with the configured identity — and the CNI config dir's
+ * listing with our conflist, for the chaining check.
  *
  * Nothing here changes the node, and nothing fails: a fact that cannot be read becomes `Unreadable`
  * with the reason, and the diagnosis reports it (usually as a warning), so one broken tool never
@@ -75,18 +76,10 @@ export type DoctorServices =
   | FileSystem.FileSystem
   | Path.Path
 
-const messageOf = (e: unknown): string => {
-  if (typeof e === "object" && e !== null) {
-    const { msg, message } = e as { msg?: unknown; message?: unknown }
-    if (typeof msg === "string" && msg !== "") return msg
-    if (typeof message === "string" && message !== "") return message
-  }
-  return String(e)
-}
-
-/** Reads a fact; a failure becomes `Unreadable`, never an error of doctor itself. */
-const fact = <A, E, R>(read: Effect.Effect<A, E, R>): Effect.Effect<Fact<A>, never, R> =>
-  read.pipe(Effect.catch((e) => Effect.succeed(unreadable(messageOf(e)))))
+/** Reads a fact; a failure (every service error says what went wrong in `msg`) becomes `Unreadable`. */
+const fact = <A, E extends { readonly msg: string }, R>(
+  read: Effect.Effect<A, E, R>
+): Effect.Effect<Fact<A>, never, R> => read.pipe(Effect.catch((e) => Effect.succeed(unreadable(e.msg))))
 
 /** The tenants file (explicit, or the default one when present) and every file libcni would load. */
 const readConfig = Effect.fnUntraced(function* (options: DoctorOptions) {
@@ -116,6 +109,23 @@ const readConfig = Effect.fnUntraced(function* (options: DoctorOptions) {
     conflists: conflists.flatMap((c) => ("text" in c ? [c] : []))
   })
 })
+
+/** The CNI config dir's file names and the conflist holding the plugin, parsed (`cni-chaining`). */
+const readCniConf = (dir: string, plugin: PluginSettings) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const files = yield* fs
+      .readDirectory(dir)
+      .pipe(Effect.mapError((e) => ({ msg: describeFileError(e, "CNI conf dir", dir, "") })))
+    const text = yield* fs
+      .readFileString(plugin.conflist)
+      .pipe(Effect.mapError((e) => ({ msg: describeFileError(e, "conflist", plugin.conflist, "") })))
+    const conflist = yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: () => ({ msg: `${plugin.conflist} is not JSON` })
+    })
+    return { files, conflist }
+  })
 
 /** rp_filter and src_valid_mark of `all` and of the interfaces leading to the IPv4 gateways. */
 const readRp = (gateways: ReadonlyArray<string>) =>
@@ -217,6 +227,7 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     { concurrency: "unbounded" }
   )
   const cilium = ciliumPresent(inventory, files, plugin) ? yield* fact(node.ciliumStatus) : undefined
+  const cniConf = plugin === undefined ? undefined : yield* fact(readCniConf(options.cniConfDir, plugin))
   return {
     config,
     backends: { iptables: ipt.usable, nftables: nft.usable },
@@ -229,7 +240,8 @@ export const gatherFacts = Effect.fn("doctor.gatherFacts")(function* (
     inventory,
     files,
     cilium,
-    api
+    api,
+    ...(cniConf === undefined ? {} : { cniConf })
   } satisfies DoctorFacts
 })
 

@@ -1,12 +1,13 @@
 /**
  * `tenant-routing inspect`: every managed entry of both backends (or one), joined with the
- * attachment records so hashed owner tags are shown as the attachment they belong to. An unreadable
- * record is reported (a warning with its reason on stderr) and the rest is still shown.
+ * attachment records so hashed owner tags are shown as the attachment they belong to, with the pod
+ * the record names (null when it names none: no CNI_ARGS pod, an older record, or no record). An
+ * unreadable record is reported (a warning with its reason on stderr) and the rest is still shown.
  */
 import { Effect } from "effect"
 import type { Backend } from "../domain/cni/Config.ts"
+import { BACKENDS } from "../domain/cni/Config.ts"
 import { AttachmentStore, type RecordListing } from "../domain/datapath/AttachmentStore.ts"
-import { BACKENDS } from "../domain/datapath/Entries.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import { parseTag, tagsOf } from "../domain/datapath/Owner.ts"
 import { formatMark } from "../domain/net/Mark.ts"
@@ -19,9 +20,16 @@ export interface InspectedEntry {
   readonly ip: string
   readonly tenant: string | null
   readonly mark: string
+  readonly pod: InspectedPod | null
 }
 
-const NOBODY = { network: null, containerId: null, ifname: null, tenant: null }
+export interface InspectedPod {
+  readonly namespace: string
+  readonly name: string
+  readonly uid: string | null
+}
+
+const NOBODY = { network: null, containerId: null, ifname: null, tenant: null, pod: null }
 
 /**
  * Whose entry this is: the record carrying the tag, else an unreadable record whose place names an
@@ -30,13 +38,20 @@ const NOBODY = { network: null, containerId: null, ifname: null, tenant: null }
 const attachmentOfTag = (tag: string, listing: RecordListing) => {
   const r = listing.records.find((x) => x.tag === tag)
   if (r !== undefined)
-    return { network: r.network, containerId: r.containerId, ifname: r.ifname, tenant: r.tenant }
+    return {
+      network: r.network,
+      containerId: r.containerId,
+      ifname: r.ifname,
+      tenant: r.tenant,
+      pod:
+        r.pod === undefined ? null : { namespace: r.pod.namespace, name: r.pod.name, uid: r.pod.uid ?? null }
+    }
   const bad = listing.skipped.find((u) => tagsOf(u.attachment).includes(tag))
   const parsed = parseTag(tag)
   const a = bad?.attachment ?? (parsed?.form === "plain" ? parsed.attachment : undefined)
   return a === undefined
     ? NOBODY
-    : { network: a.network, containerId: a.containerId, ifname: a.ifname, tenant: null }
+    : { network: a.network, containerId: a.containerId, ifname: a.ifname, tenant: null, pod: null }
 }
 
 export const inspect = Effect.fn("inspect")(function* (stateDir: string, only: Backend | undefined) {
@@ -58,12 +73,13 @@ export const inspect = Effect.fn("inspect")(function* (stateDir: string, only: B
 
 /** The human form: one aligned row per entry. */
 export const formatInspect = (entries: ReadonlyArray<InspectedEntry>): string => {
-  const header = ["BACKEND", "NETWORK", "CONTAINER", "IFNAME", "IP", "TENANT", "MARK"]
+  const header = ["BACKEND", "NETWORK", "CONTAINER", "IFNAME", "POD", "IP", "TENANT", "MARK"]
   const rows = entries.map((e) => [
     e.backend,
     e.network ?? "?",
     (e.containerId ?? "?").slice(0, 12),
     e.ifname ?? "?",
+    e.pod === null ? "-" : `${e.pod.namespace}/${e.pod.name}`,
     e.ip,
     e.tenant ?? "-",
     e.mark

@@ -1,13 +1,15 @@
 /**
  * `tenant-routing node-setup` (docs/DESIGN.md §6): make the node's policy routing match the
- * tenants file (`apply`) or undo exactly what it installs (`remove`), or only show what either would
- * take (`dryRun`).
+ * tenants file (`apply`) or remove everything it owns (`remove`), or only show what either would
+ * take (`dryRun`). What it owns is what carries its kernel protocol tag (`OUR_PROTOCOL`), so a
+ * tenant dropped from the file goes on the next apply, and `remove` needs no file at all.
  *
- * Reads top to bottom: read the rules and our tables, plan (pure, `RoutingPlan`), refuse a plan that
- * cannot complete, apply the steps one by one in their safe order, report. There is no rollback on
- * failure: every prefix of the steps is safe (a fwmark rule only exists once its table's unreachable
- * route does), and a second run converges from wherever the first stopped, so the error says how far
- * it got. Table names go to rt_tables only when asked (`writeRtTables`), written atomically.
+ * Reads top to bottom: read the rules, our tables and every route carrying our protocol, plan (pure,
+ * `RoutingPlan`), refuse a plan that cannot complete, apply the steps one by one in their safe order,
+ * report. There is no rollback on failure: every prefix of the steps is safe (a fwmark rule only
+ * exists once its table's unreachable route does), and a second run converges from wherever the first
+ * stopped, so the error says how far it got. Table and protocol names go to rt_tables and rt_protos.d
+ * only when asked (`writeRtTables`), written atomically.
  */
 import { Effect, FileSystem, Path, Random } from "effect"
 import type { NodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
@@ -17,11 +19,14 @@ import {
   describe,
   describeChange,
   desired,
+  type Entry,
   FAMILIES,
+  OUR_PROTOCOL,
   type Plan,
   plan,
   planRemove,
   type RoutingState,
+  RT_PROTOS_TEXT,
   RT_TABLES_STOCK,
   type RtTablesEdit,
   rtTablesWith,
@@ -35,6 +40,8 @@ import { describeFileError } from "./fileError.ts"
 export type NodeSetupMode = "apply" | "remove"
 
 export const DEFAULT_RT_TABLES = "/etc/iproute2/rt_tables"
+/** Ours entirely; iproute2 (6.1 here) reads every `*.conf` in rt_protos.d. */
+export const DEFAULT_RT_PROTOS = "/etc/iproute2/rt_protos.d/tenant-routing.conf"
 
 export interface NodeSetupOptions {
   readonly mode: NodeSetupMode
@@ -44,6 +51,8 @@ export interface NodeSetupOptions {
   readonly writeRtTables?: boolean
   /** Default `/etc/iproute2/rt_tables`; tests point it elsewhere. */
   readonly rtTablesPath?: string
+  /** Default `rt_protos.d/tenant-routing.conf` beside `rtTablesPath` (`DEFAULT_RT_PROTOS` for the default). */
+  readonly rtProtosPath?: string
 }
 
 export interface NodeSetupReport {
@@ -61,11 +70,23 @@ export interface NodeSetupReport {
 
 const blockedLine = (b: Blocked): string => `${describe(b.entry)}: ${b.reason}`
 
-/** What `ip` shows now for everything the plan looks at. */
+const routeKey = (e: Entry): string => JSON.stringify(e)
+
+/** What `ip` shows now: all rules, the tables the plan looks at, and every route carrying our protocol. */
 const readCurrent = Effect.fnUntraced(function* (routing: Routing["Service"], want: RoutingState) {
-  const rules = yield* Effect.forEach(FAMILIES, (f) => routing.rules(f))
-  const routes = yield* Effect.forEach(tablesOf(want), (t) => routing.routes(t.family, t.table))
-  return { rules: rules.flat(), routes: routes.flat() }
+  const rules = (yield* Effect.forEach(FAMILIES, (f) => routing.rules(f))).flat()
+  const ours = yield* Effect.forEach(FAMILIES, (f) => routing.routesWithProtocol(f, OUR_PROTOCOL))
+  const tables = tablesOf({ rules, routes: [...want.routes, ...ours.flat()] })
+  const inTables = yield* Effect.forEach(tables, (t) => routing.routes(t.family, t.table))
+  // Our routes in the tables read appear twice; keep the first of each.
+  const seen = new Set<string>()
+  const routes = [...inTables.flat(), ...ours.flat()].filter((r) => {
+    const key = routeKey({ _tag: "Route", route: r })
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
+  return { rules, routes }
 })
 
 /** Edit rt_tables, or only compute the edit when `write` is false. */
@@ -88,15 +109,52 @@ const editRtTables = Effect.fnUntraced(
   },
   (effect, path, _edit, write) =>
     Effect.catchTag(effect, "PlatformError", (e) =>
-      Effect.fail(new RoutingError({ message: describeFileError(e, "rt_tables file", path, "", write) }))
+      Effect.fail(new RoutingError({ msg: describeFileError(e, "rt_tables file", path, "", write) }))
+    )
+)
+
+/**
+ * Make our rt_protos.d file exist with `RT_PROTOS_TEXT` (`present`) or not exist, or only say whether
+ * that takes a change when `write` is false. The file is ours alone, so it is written or deleted whole.
+ */
+const editRtProtos = Effect.fnUntraced(
+  function* (path: string, present: boolean, write: boolean) {
+    const fs = yield* FileSystem.FileSystem
+    const paths = yield* Path.Path
+    const exists = yield* fs.exists(path)
+    const text = exists ? yield* fs.readFileString(path) : undefined
+    const line = RT_PROTOS_TEXT.split("\n").find((l) => l !== "" && !l.startsWith("#"))!
+    if (present && text !== RT_PROTOS_TEXT) {
+      if (write) {
+        yield* fs.makeDirectory(paths.dirname(path), { recursive: true })
+        const tmp = `${path}.trw-${(yield* Random.nextInt).toString(36)}.tmp`
+        yield* fs.writeFileString(tmp, RT_PROTOS_TEXT, { mode: 0o644 })
+        yield* fs.rename(tmp, path)
+      }
+      return [`${path}: + ${line}`]
+    }
+    if (!present && exists) {
+      if (write) yield* fs.remove(path)
+      return [`${path}: - ${line}`]
+    }
+    return []
+  },
+  (effect, path, _present, write) =>
+    Effect.catchTag(effect, "PlatformError", (e) =>
+      Effect.fail(new RoutingError({ msg: describeFileError(e, "rt_protos file", path, "", write) }))
     )
 )
 
 export const nodeSetup = Effect.fn("nodeSetup")(function* (
-  config: NodeSetupConfig,
+  /** Undefined only with `remove`: everything tagged ours goes, and no table names are known. */
+  config: NodeSetupConfig | undefined,
   options: NodeSetupOptions
 ): Effect.fn.Return<NodeSetupReport, RoutingError, Routing | FileSystem.FileSystem | Path.Path> {
   const routing = yield* Routing
+  // Without a file there is nothing to apply; planning against nothing would remove all of ours.
+  if (config === undefined && options.mode === "apply") {
+    return yield* new RoutingError({ msg: "apply needs a tenants file" })
+  }
   const want = desired(config)
   const current = yield* readCurrent(routing, want)
   const thePlan: Plan = options.mode === "remove" ? planRemove(want, current) : plan(want, current)
@@ -106,17 +164,30 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
   // leave the node half-configured on purpose. A dry run lists it under "not done" instead.
   if (options.mode === "apply" && options.dryRun !== true && thePlan.blocked.length > 0) {
     return yield* new RoutingError({
-      message: `cannot apply, nothing changed:\n${thePlan.blocked.map((b) => "  " + blockedLine(b)).join("\n")}`
+      msg: `cannot apply, nothing changed:\n${thePlan.blocked.map((b) => "  " + blockedLine(b)).join("\n")}`
     })
   }
 
   const rtTablesPath = options.rtTablesPath ?? DEFAULT_RT_TABLES
-  const names = tableNamesOf(config)
+  // Beside rt_tables unless told otherwise, so pointing rt_tables elsewhere never writes /etc.
+  const rtProtosPath =
+    options.rtProtosPath ??
+    (options.rtTablesPath === undefined
+      ? DEFAULT_RT_PROTOS
+      : (yield* Path.Path).join(
+          (yield* Path.Path).dirname(rtTablesPath),
+          "rt_protos.d",
+          "tenant-routing.conf"
+        ))
+  const names = config === undefined ? [] : tableNamesOf(config)
   const apply = options.dryRun !== true
+  const naming = options.writeRtTables === true
   const rtBefore =
-    options.writeRtTables === true && options.mode !== "remove"
+    naming && options.mode !== "remove"
       ? yield* editRtTables(rtTablesPath, (t) => rtTablesWith(t, names), apply, true)
       : undefined
+  const protosBefore =
+    naming && options.mode !== "remove" ? yield* editRtProtos(rtProtosPath, true, apply) : []
 
   if (apply) {
     yield* Effect.forEach(
@@ -126,7 +197,7 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
           Effect.mapError(
             (e) =>
               new RoutingError({
-                message: `${e.message}\n(${i} of ${changes.length} changes made before this one; nothing was rolled back, run again to converge)`
+                msg: `${e.msg}\n(${i} of ${changes.length} changes made before this one; nothing was rolled back, run again to converge)`
               })
           )
         ),
@@ -136,17 +207,22 @@ export const nodeSetup = Effect.fn("nodeSetup")(function* (
 
   // Names go last on remove, so a failed removal leaves the tables still readable by name.
   const rtAfter =
-    options.writeRtTables === true && options.mode === "remove"
+    naming && options.mode === "remove" && names.length > 0
       ? yield* editRtTables(rtTablesPath, (t) => rtTablesWithout(t, names), apply, false)
       : undefined
+  const protosAfter =
+    naming && options.mode === "remove" ? yield* editRtProtos(rtProtosPath, false, apply) : []
   const rt = rtBefore ?? rtAfter
-  const rtLines =
-    rt === undefined
+  const rtLines = [
+    ...(rt === undefined
       ? []
       : [
           ...rt.added.map((l) => `${rtTablesPath}: + ${l}`),
           ...rt.removed.map((l) => `${rtTablesPath}: - ${l}`)
-        ]
+        ]),
+    ...protosBefore,
+    ...protosAfter
+  ]
 
   return {
     mode: options.mode,

@@ -126,7 +126,7 @@ export const resolveForCall = (
           namespace: namespace.success,
           namespaceName: call.env.podNamespace
         })
-        return "error" in r ? Effect.fail(r.error) : Effect.succeed(r.tenant)
+        return Result.isFailure(r) ? Effect.fail(r.failure) : Effect.succeed(r.success)
       }
     )
   )

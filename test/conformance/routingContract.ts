@@ -10,6 +10,11 @@
  * `effectiveMetric`. Gateways needed for `via` must be reachable: the live suite puts 192.0.2.1/24
  * and 2001:db8::1/64 on a link in its netns; the gateways here are in those subnets.
  *
+ * Protocols (the tag node-setup owns its entries by): a rule added without one lists none (unspec),
+ * a route added without one lists none (`boot`); any other protocol is kept and listed, is part of a
+ * rule's identity (two rules may differ in it alone) but not of a route's slot, and a delete that
+ * names one only hits entries carrying it.
+ *
  * Not covered, because the model and the kernel differ (Linux 6.x, observed): removing a route
  * whose slot holds a multipath route, naming only some of its next hops. The model refuses it
  * ("next hops in their installed order"); the kernel does not: IPv4 deleted the whole multipath
@@ -24,8 +29,10 @@ import { Routing, type RoutingError } from "../../src/domain/node-setup/Routing.
 import {
   effectiveMetric,
   type IpRule,
+  OUR_PROTOCOL,
   type Route,
   routeEntry,
+  routeProtocol,
   ruleEntry,
   UNREACHABLE_METRIC
 } from "../../src/domain/node-setup/RoutingPlan.ts"
@@ -38,6 +45,9 @@ export type RoutingLaw =
   | "route-add-existing"
   | "route-remove-absent"
   | "empty-table"
+  | "rule-protocol"
+  | "route-protocol"
+  | "route-replace"
 
 const normal = (r: Route) => ({
   family: r.family,
@@ -46,6 +56,7 @@ const normal = (r: Route) => ({
   dst: r.dst,
   gateways: [...r.gateways],
   metric: effectiveMetric(r),
+  protocol: routeProtocol(r),
   other: r.other
 })
 const normalRule = (r: IpRule) => ({ ...r, other: r.other })
@@ -58,6 +69,8 @@ const inserted = (rules: ReadonlyArray<IpRule>, rule: IpRule) => {
 
 export const RULES: ReadonlyArray<IpRule> = [4, 6].flatMap((family) => [
   { family: family as Family, priority: 1000, fwmark: 0x10, mask: 0x30, table: 100 },
+  { family: family as Family, priority: 1000, fwmark: 0x10, mask: 0x30, table: 100, protocol: OUR_PROTOCOL },
+  { family: family as Family, priority: 998, table: 254, suppressPrefixlength: 0, protocol: 255 },
   { family: family as Family, priority: 1000, fwmark: 0x20, mask: 0xffffffff, table: 200 },
   { family: family as Family, priority: 999, table: 254, suppressPrefixlength: 0 },
   { family: family as Family, priority: 32766, table: 300 }
@@ -96,6 +109,7 @@ export const routingContract = (name: string, makeLayer: () => Layer.Layer<Routi
       r.apply({ op: "add", entry: "priority" in e ? ruleEntry(e) : routeEntry(e) })
     const remove = (r: Routing["Service"], e: IpRule | Route) =>
       r.apply({ op: "remove", entry: "priority" in e ? ruleEntry(e) : routeEntry(e) })
+    const replace = (r: Routing["Service"], e: Route) => r.apply({ op: "replace", entry: routeEntry(e) })
 
     law("an added rule is listed in kernel order, and removing it restores the list", "rule-add-list", (r) =>
       Effect.gen(function* () {
@@ -189,6 +203,119 @@ export const routingContract = (name: string, makeLayer: () => Layer.Layer<Routi
           yield* remove(r, multi)
         }
       })
+    )
+
+    law(
+      "rules differing only in protocol coexist; a delete naming a protocol hits only that one, even listed second",
+      "rule-protocol",
+      (r) =>
+        Effect.gen(function* () {
+          for (const family of [4, 6] as const) {
+            const untagged: IpRule = { family, priority: 1500, fwmark: 0x10, mask: 0x30, table: 100 }
+            const ours: IpRule = { ...untagged, protocol: OUR_PROTOCOL }
+            // A foreign rule at the same priority and selector, with another protocol (bird's).
+            const bird: IpRule = { ...untagged, protocol: 12 }
+            const before = yield* r.rules(family)
+            yield* add(r, untagged)
+            yield* add(r, ours)
+            yield* add(r, bird)
+            const all = yield* r.rules(family)
+            assert.deepStrictEqual(
+              all.map(normalRule),
+              [untagged, ours, bird].reduce(inserted, before).map(normalRule)
+            )
+            yield* remove(r, ours)
+            assert.deepStrictEqual(
+              (yield* r.rules(family)).map(normalRule),
+              all.filter((x) => x.protocol !== OUR_PROTOCOL).map(normalRule)
+            )
+            // Naming our protocol when only others carry those fields: refused, nothing deleted.
+            yield* refused(remove(r, ours))
+            yield* remove(r, bird)
+            // Without a protocol the delete is a wildcard: the first matching rule (here the untagged one).
+            yield* remove(r, untagged)
+            assert.deepStrictEqual(yield* r.rules(family), before)
+          }
+        })
+    )
+
+    law(
+      "a route keeps its protocol, found by it in any table; the slot ignores it; a delete naming another fails",
+      "route-protocol",
+      (r) =>
+        Effect.gen(function* () {
+          for (const family of [4, 6] as const) {
+            const [single, multi, unreachable] = routesFor(family, nextTable++) as [Route, Route, Route]
+            const ours: Route = { ...unreachable, protocol: OUR_PROTOCOL }
+            const oursElsewhere: Route = { ...single, table: nextTable++, protocol: OUR_PROTOCOL }
+            yield* add(r, single)
+            yield* add(r, multi)
+            yield* add(r, ours)
+            yield* add(r, oursElsewhere)
+            const listed = (yield* r.routes(family, single.table)).map(normal)
+            const key = (x: ReturnType<typeof normal>) => `${x.metric} ${x.protocol}`
+            assert.deepStrictEqual(listed.map(key).sort(), [single, multi, ours].map(normal).map(key).sort())
+            const found = (yield* r.routesWithProtocol(family, OUR_PROTOCOL)).map(normal)
+            assert.deepStrictEqual(
+              found.map((x) => `${x.table} ${x.metric}`).sort(),
+              [ours, oursElsewhere]
+                .map(normal)
+                .map((x) => `${x.table} ${x.metric}`)
+                .sort()
+            )
+            assert.deepStrictEqual(yield* r.routesWithProtocol(family, 201), [])
+            // Same slot, another protocol: still the one slot.
+            yield* refused(add(r, { ...single, protocol: OUR_PROTOCOL }))
+            // A delete naming a protocol the route does not carry is refused.
+            yield* refused(remove(r, { ...single, protocol: OUR_PROTOCOL }))
+            yield* refused(remove(r, unreachable))
+            for (const route of [single, multi, ours, oursElsewhere]) yield* remove(r, route)
+            assert.deepStrictEqual(yield* r.routes(family, single.table), [])
+            assert.deepStrictEqual(yield* r.routesWithProtocol(family, OUR_PROTOCOL), [])
+          }
+        })
+    )
+
+    law(
+      "replace swaps the route in its slot (protocol, next hops), leaves other slots, and adds into an empty one",
+      "route-replace",
+      (r) =>
+        Effect.gen(function* () {
+          for (const family of [4, 6] as const) {
+            const table = nextTable++
+            const [single, multi, unreachable] = routesFor(family, table) as [Route, Route, Route]
+            const multiAtDefault: Route = {
+              ...multi,
+              metric: effectiveMetric(single),
+              protocol: OUR_PROTOCOL
+            }
+            yield* add(r, single)
+            yield* add(r, unreachable)
+            const sorted = (routes: ReadonlyArray<Route>) =>
+              routes.map(normal).sort((a, b) => a.metric - b.metric)
+            // untagged single-hop -> ours multipath, then back to a single hop of ours.
+            yield* replace(r, multiAtDefault)
+            assert.deepStrictEqual(
+              sorted(yield* r.routes(family, table)),
+              sorted([multiAtDefault, unreachable])
+            )
+            const oursSingle: Route = { ...single, gateways: [GW[family][1]!], protocol: OUR_PROTOCOL }
+            yield* replace(r, oursSingle)
+            // untagged unreachable -> ours, the adoption node-setup does.
+            const oursUnreachable: Route = { ...unreachable, protocol: OUR_PROTOCOL }
+            yield* replace(r, oursUnreachable)
+            assert.deepStrictEqual(
+              sorted(yield* r.routes(family, table)),
+              sorted([oursSingle, oursUnreachable])
+            )
+            // An empty slot: replace adds.
+            const third: Route = { ...oursSingle, metric: 10 }
+            yield* replace(r, third)
+            assert.strictEqual((yield* r.routes(family, table)).length, 3)
+            for (const route of [oursSingle, oursUnreachable, third]) yield* remove(r, route)
+            assert.deepStrictEqual(yield* r.routes(family, table), [])
+          }
+        })
     )
 
     law("routes of a table never used are none, in both families", "empty-table", (r) =>

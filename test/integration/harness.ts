@@ -8,34 +8,28 @@
  * Everything here runs commands inside namespaces made by test/sim (the node namespace), never in the
  * root namespace.
  */
-import { spawnSync } from "node:child_process"
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  writeFileSync
-} from "node:fs"
+import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs"
 import { isIP } from "node:net"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
-import type { Conflist, PluginConf } from "../sim/cniRuntime.ts"
-import { execIn, hasTool, isRoot, mustIn } from "../sim/netns.ts"
+import type { Conflist } from "../sim/cniRuntime.ts"
+import { ensureBuilt, installInto, SYSTEM_CNI, wrapperConflist } from "../sim/fixture.ts"
+import { execIn, mustIn } from "../sim/netns.ts"
 
-export const ROOT = fileURLToPath(new URL("../..", import.meta.url))
-export const DIST_DIR = join(ROOT, "dist")
-/** The full program: standalone CNI plugin, agent and operator CLI. */
-export const BINARY = join(DIST_DIR, "tenant-routing")
-/** The Go shim the conflist names; with no agent listening it execs `tenant-routing` next to it. */
-export const SHIM = join(DIST_DIR, "tenant-routing-wrapper")
-export const SYSTEM_CNI = "/usr/lib/cni"
-export const ANNOTATION = "tenant.routing/fwmark"
-export const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations"
+// The executables, the node's environment, prerequisites and disk readers are shared with the demo and
+// the benchmark (test/sim/fixture.ts).
+export {
+  ANNOTATION,
+  BINARY,
+  DIST_DIR,
+  leases,
+  missingPrerequisites,
+  NODE_ENV,
+  POD_ANNOTATIONS,
+  ROOT,
+  recordDirs,
+  SHIM,
+  SYSTEM_CNI
+} from "../sim/fixture.ts"
 export const VERSIONS = ["0.4.0", "1.0.0", "1.1.0"] as const
 export type Version = (typeof VERSIONS)[number]
 export type Backend = "iptables" | "nftables"
@@ -43,118 +37,14 @@ export type Backend = "iptables" | "nftables"
 // ---------------------------------------------------------------------------------------------------
 // Prerequisites
 
-/** What is missing for the integration suites (empty: they can run). */
-export const missingPrerequisites = (): ReadonlyArray<string> => {
-  const missing: Array<string> = []
-  if (!isRoot()) missing.push("root")
-  const tools: ReadonlyArray<[string, ReadonlyArray<string>]> = [
-    ["ip", ["-V"]],
-    ["iptables", ["--version"]],
-    ["ip6tables", ["--version"]],
-    ["iptables-save", ["--version"]],
-    ["nft", ["--version"]],
-    ["bash", ["--version"]],
-    ["timeout", ["--version"]],
-    ["openssl", ["version"]],
-    ["sysctl", ["--version"]]
-  ]
-  for (const [tool, args] of tools) if (!hasTool(tool, args)) missing.push(tool)
-  for (const plugin of ["ptp", "host-local", "portmap"])
-    if (!existsSync(join(SYSTEM_CNI, plugin))) missing.push(`${SYSTEM_CNI}/${plugin}`)
-  if (isRoot() && spawnSync("ip", ["netns", "list"], { stdio: "ignore" }).status !== 0)
-    missing.push("ip netns")
-  return missing
-}
-
 /** CI sets TRW_REQUIRE_INTEGRATION=1: a missing prerequisite is then a failure, not a skip. */
 export const integrationRequired = process.env.TRW_REQUIRE_INTEGRATION === "1"
 
 // ---------------------------------------------------------------------------------------------------
 // The executable
 
-const newestMtime = (path: string): number => {
-  let st: ReturnType<typeof statSync>
-  try {
-    st = statSync(path)
-  } catch {
-    return 0
-  }
-  if (!st.isDirectory()) return st.mtimeMs
-  let newest = st.mtimeMs
-  for (const entry of readdirSync(path)) {
-    if (entry === "node_modules") continue
-    newest = Math.max(newest, newestMtime(join(path, entry)))
-  }
-  return newest
-}
-
-/** The inputs of the build: if any is newer than the executable, it is rebuilt. */
-const sourcesMtime = () =>
-  Math.max(
-    ...["src", "bin", "shim", "package-lock.json", "scripts/build.ts", "scripts/buildShim.ts"].map((p) =>
-      newestMtime(join(ROOT, p))
-    )
-  )
-
-const isFresh = () => [BINARY, SHIM].every((f) => existsSync(f) && statSync(f).mtimeMs >= sourcesMtime())
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/**
- * Builds dist/tenant-routing and the shim with `bash scripts/run.sh build` when it is missing or older than the
- * sources. Several suites start at once, so the build runs under a lock directory (mkdir is atomic); the
- * others wait for it and then find the executable fresh. A lock whose holder died is taken over.
- */
-export const ensureBinary = async (): Promise<string> => {
-  if (isFresh()) return BINARY
-  const lock = join(ROOT, "node_modules", ".trw-integration-build.lock")
-  const deadline = Date.now() + 8 * 60_000
-  for (;;) {
-    try {
-      mkdirSync(lock)
-      writeFileSync(join(lock, "pid"), String(process.pid))
-      break
-    } catch {
-      let holder = Number.NaN
-      try {
-        holder = Number(readFileSync(join(lock, "pid"), "utf8"))
-      } catch {
-        // being created or removed
-      }
-      let alive = true
-      if (Number.isInteger(holder)) {
-        try {
-          process.kill(holder, 0)
-        } catch {
-          alive = false
-        }
-      }
-      if (!alive) rmSync(lock, { recursive: true, force: true })
-      if (Date.now() > deadline) throw new Error(`timed out waiting for the build lock ${lock}`)
-      await sleep(500)
-    }
-  }
-  try {
-    if (isFresh()) return BINARY
-    const r = spawnSync("bash", [join(ROOT, "scripts", "run.sh"), "build"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      timeout: 8 * 60_000
-    })
-    if (r.status !== 0 || !existsSync(BINARY) || !existsSync(SHIM))
-      throw new Error(
-        `bash scripts/run.sh build failed (exit ${r.status}):\n${r.stderr}\n${r.stdout}`.slice(0, 8000)
-      )
-    return BINARY
-  } finally {
-    rmSync(lock, { recursive: true, force: true })
-  }
-}
-
-/** The environment a container runtime on a node gives plugins: system paths only, no Node toolchain. */
-export const NODE_ENV: Readonly<Record<string, string>> = {
-  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-}
+/** Builds the executables when missing or older than the sources (test/sim/fixture.ts ensureBuilt). */
+export const ensureBinary = ensureBuilt
 
 export interface InstalledPlugin {
   /** The command line of the executable (for `node-setup`). */
@@ -179,12 +69,8 @@ export const installPlugin = async (binDir: string): Promise<InstalledPlugin> =>
     const argv = JSON.parse(dev) as ReadonlyArray<string>
     return { argv, cniPath, commands: { "tenant-routing-wrapper": argv } }
   }
-  const program = join(binDir, "tenant-routing")
-  const shim = join(binDir, "tenant-routing-wrapper")
-  copyFileSync(await ensureBinary(), program)
-  copyFileSync(SHIM, shim)
-  chmodSync(program, 0o755)
-  chmodSync(shim, 0o755)
+  await ensureBuilt()
+  const { shim } = installInto(binDir)
   return { argv: [shim], cniPath, commands: {} }
 }
 
@@ -242,33 +128,9 @@ export interface WrapperConfOptions {
 }
 
 /** Our plugin (wrapper mode: delegate ptp + host-local) followed by portmap, or `trw-next` for 1.1.0. */
-export const tenantConflist = (o: WrapperConfOptions): Conflist => {
-  const dualStack = o.ranges.length > 1
-  const wrapper: PluginConf = {
-    type: "tenant-routing-wrapper",
-    ...(o.podAnnotationsCapability === true ? { capabilities: { [POD_ANNOTATIONS]: true } } : {}),
-    kubeconfig: o.kubeconfig,
-    ...(o.backend === undefined ? {} : { backend: o.backend }),
-    stateDir: o.stateDir,
-    // No agent serves these suites: a socket path of their own keeps a node's real agent out of them.
-    agentSocket: join(o.stateDir, "no-agent.sock"),
-    ...(o.logFile === undefined ? {} : { logFile: o.logFile, logLevel: "info" }),
-    delegate: {
-      type: "ptp",
-      ipam: {
-        type: "host-local",
-        dataDir: o.dataDir,
-        ranges: o.ranges,
-        routes: dualStack ? [{ dst: "0.0.0.0/0" }, { dst: "::/0" }] : [{ dst: "0.0.0.0/0" }]
-      }
-    }
-  }
-  return {
-    cniVersion: o.version,
-    name: o.name,
-    plugins: [wrapper, { type: o.version === "1.1.0" ? NEXT_PLUGIN : "portmap" }]
-  }
-}
+export const tenantConflist = (o: WrapperConfOptions): Conflist =>
+  // No agent serves these suites: wrapperConflist's default socket path keeps a node's real agent out.
+  wrapperConflist({ ...o, after: [{ type: o.version === "1.1.0" ? NEXT_PLUGIN : "portmap" }] })
 
 // ---------------------------------------------------------------------------------------------------
 // The kernel's marks, read with the system tools in the node namespace
@@ -416,18 +278,6 @@ export const readRecord = (
 ): StateRecord | undefined => {
   const path = recordPath(stateDir, network, containerId, ifname)
   return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as StateRecord) : undefined
-}
-
-/** The attachment directories left under `<stateDir>/<network>`. */
-export const recordDirs = (stateDir: string, network: string): ReadonlyArray<string> => {
-  const dir = join(stateDir, network)
-  return existsSync(dir) ? readdirSync(dir) : []
-}
-
-/** The IPs host-local holds a lease for in `<dataDir>/<network>` (one file per address). */
-export const leases = (dataDir: string, network: string): ReadonlyArray<string> => {
-  const dir = join(dataDir, network)
-  return existsSync(dir) ? readdirSync(dir).filter((f) => isIP(f) !== 0) : []
 }
 
 /** The JSON lines of a log file (unparsable lines are returned as strings, to fail an assertion). */

@@ -1,12 +1,14 @@
 /**
  * A client of the agent's protocol (src/interpreters/live/AgentServer.ts) for tests, written from the
- * protocol text rather than from the server's code, and the agent process started from source.
+ * protocol text rather than from the server's code, and the agent process started from source
+ * (`tenant-routing agent`), and its HTTP endpoints read.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 
-export const AGENT_MAIN = fileURLToPath(new URL("../../bin/agent.ts", import.meta.url))
+/** The full program; `agent` is its subcommand. */
+export const PROGRAM_MAIN = fileURLToPath(new URL("../../bin/tenant-routing.ts", import.meta.url))
 
 export interface Reply {
   readonly v: unknown
@@ -110,16 +112,14 @@ export interface AgentProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/** `[prefix...] node bin/agent.ts ARGS`; `prefix` e.g. `ip netns exec NS`. */
+/** `[prefix...] node bin/tenant-routing.ts agent ARGS`, without CNI_COMMAND; `prefix` e.g. `ip netns exec NS`. */
 export const startAgent = (
   args: ReadonlyArray<string>,
   options: { readonly prefix?: ReadonlyArray<string>; readonly env?: NodeJS.ProcessEnv } = {}
 ): AgentProcess => {
-  const argv = [...(options.prefix ?? []), process.execPath, AGENT_MAIN, ...args]
-  const child = spawn(argv[0]!, argv.slice(1), {
-    stdio: ["ignore", "pipe", "pipe"],
-    ...(options.env === undefined ? {} : { env: options.env })
-  })
+  const argv = [...(options.prefix ?? []), process.execPath, PROGRAM_MAIN, "agent", ...args]
+  const { CNI_COMMAND: _, ...env } = options.env ?? process.env
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env })
   let stderr = ""
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on("exit", (code, signal) => resolve({ code, signal }))
@@ -135,4 +135,25 @@ export const startAgent = (
   ready.catch(() => {}) // observed by whoever awaits it
   child.stdout?.resume()
   return { child, stderr: () => stderr, ready, exited }
+}
+
+/** The port `--metrics-address HOST:0` bound, from the agent's `agent metrics listening` line. */
+export const metricsPort = (stderr: string): number => {
+  const m = /"agent metrics listening",\{"host":"[^"]*","port":(\d+)\}/.exec(stderr)
+  if (m === null) throw new Error(`no metrics address in the agent's log: ${stderr}`)
+  return Number(m[1])
+}
+
+/** One GET on loopback: status and body. */
+export const httpGet = async (port: number, path: string): Promise<{ status: number; body: string }> => {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`)
+  return { status: r.status, body: await r.text() }
+}
+
+/** The value of one Prometheus sample line `name{labels} value`; undefined when absent. */
+export const sample = (text: string, series: string): number | undefined => {
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1))
+  }
+  return undefined
 }

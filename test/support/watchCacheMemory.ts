@@ -7,7 +7,8 @@
  */
 import { parseArgs } from "node:util"
 import { Context, Effect, Layer } from "effect"
-import { AnnotationsWatchCache, WatchCacheStatus } from "../../src/interpreters/live/AnnotationsWatchCache.ts"
+import * as AnnotationsWatchCache from "../../src/interpreters/live/AnnotationsWatchCache.ts"
+import { WatchCacheStatus } from "../../src/interpreters/live/AnnotationsWatchCache.ts"
 
 const { values } = parseArgs({
   options: { kubeconfig: { type: "string" }, pods: { type: "string" }, namespaces: { type: "string" } }

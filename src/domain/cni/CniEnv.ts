@@ -3,7 +3,11 @@
  * character rules before anything runs, so that no malformed id ever reaches a rule comment, a
  * state path or a delegate (code 4 otherwise).
  */
-import { InvalidEnvironment, type Issue, issuesSummary } from "./Errors.ts"
+
+import * as Result from "effect/Result"
+import type { Issue } from "../decode/Issue.ts"
+import { isDnsLabel, isDnsSubdomain } from "../net/DnsNames.ts"
+import { InvalidEnvironment, issuesSummary } from "./Errors.ts"
 
 export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const
 export type Command = (typeof COMMANDS)[number]
@@ -19,6 +23,8 @@ export interface CniEnv {
   readonly path: ReadonlyArray<string>
   readonly podNamespace: string | undefined
   readonly podName: string | undefined
+  /** K8S_POD_UID: a UUID, or the hex digest the kubelet gives static pods. */
+  readonly podUid: string | undefined
 }
 
 /** CNI spec: container ids are alphanumerics plus `_ . -`, starting with an alphanumeric. */
@@ -29,8 +35,8 @@ export const isContainerId = (s: string): boolean =>
 export const isIfname = (s: string): boolean =>
   s.length > 0 && new TextEncoder().encode(s).length <= 15 && s !== "." && s !== ".." && !/[/:\s]/.test(s)
 
-const isDnsLabel = (s: string) => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
-const isDnsSubdomain = (s: string) => s.length <= 253 && s.split(".").every(isDnsLabel)
+/** Pod uids are UUIDs, or for static pods a hex digest: letters, digits and `-`, nothing else. */
+const isPodUid = (s: string) => /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/.test(s)
 
 const parseArgs = (raw: string, issues: Array<Issue>): Record<string, string> => {
   const out: Record<string, string> = {}
@@ -52,7 +58,7 @@ const parseArgs = (raw: string, issues: Array<Issue>): Record<string, string> =>
 /** Validates the variables a verb needs; VERSION needs none beyond CNI_COMMAND. */
 export const decodeEnv = (
   env: Readonly<Record<string, string | undefined>>
-): { env: CniEnv } | { error: InvalidEnvironment } => {
+): Result.Result<CniEnv, InvalidEnvironment> => {
   const issues: Array<Issue> = []
   const command = env.CNI_COMMAND ?? ""
   if (!(COMMANDS as ReadonlyArray<string>).includes(command)) {
@@ -90,26 +96,31 @@ export const decodeEnv = (
     issues.push({ path: "CNI_ARGS.K8S_POD_NAMESPACE", message: "must be a Kubernetes namespace name" })
   if (podName !== undefined && !isDnsSubdomain(podName))
     issues.push({ path: "CNI_ARGS.K8S_POD_NAME", message: "must be a Kubernetes object name" })
+  const podUid = args.K8S_POD_UID
+  if (podUid !== undefined && !isPodUid(podUid))
+    issues.push({
+      path: "CNI_ARGS.K8S_POD_UID",
+      message: "must be a pod uid (letters, digits and -, at most 128)"
+    })
 
   if (issues.length > 0) {
-    return {
-      error: new InvalidEnvironment({
+    return Result.fail(
+      new InvalidEnvironment({
         msg: issuesSummary("invalid CNI environment", issues),
         issues
       })
-    }
+    )
   }
-  return {
-    env: {
-      command: command as Command,
-      containerId,
-      netns,
-      ifname,
-      args,
-      rawArgs,
-      path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
-      podNamespace,
-      podName
-    }
-  }
+  return Result.succeed({
+    command: command as Command,
+    containerId,
+    netns,
+    ifname,
+    args,
+    rawArgs,
+    path: (env.CNI_PATH ?? "").split(":").filter((p) => p !== ""),
+    podNamespace,
+    podName,
+    podUid
+  })
 }

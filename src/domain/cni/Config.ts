@@ -6,17 +6,31 @@
  * Both report every problem at once as `{path, message}` issues on an InvalidConfig (code 7); only an
  * unsupported `cniVersion` is code 1.
  */
-import { Schema, SchemaIssue } from "effect"
-import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "../net/Mark.ts"
-import { DEFAULT_TENANTS, isDnsLabel, type Tenant } from "../tenancy/Tenant.ts"
+import { Result, Schema } from "effect"
+import { type Issue, schemaIssues } from "../decode/Issue.ts"
+import { isDnsLabel } from "../net/DnsNames.ts"
+import {
+  and32,
+  formatMark,
+  isMarkValue,
+  not32,
+  or32,
+  parseMarkLiteral,
+  reservedBitsProblem
+} from "../net/Mark.ts"
+import { DEFAULT_TENANTS, type Tenant } from "../tenancy/Tenant.ts"
 import { CniResult } from "./CniResult.ts"
 import { type CniVersion, isSupportedVersion, SUPPORTED_VERSIONS } from "./CniVersion.ts"
-import { IncompatibleVersion, InvalidConfig, type Issue, issuesSummary } from "./Errors.ts"
+import { IncompatibleVersion, InvalidConfig, issuesSummary } from "./Errors.ts"
 
 export const DEFAULT_ANNOTATION_KEY = "tenant.routing/fwmark"
 export const ALLOWED_TENANTS_KEY = "tenant.routing/allowed-tenants"
 export const POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 export const VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
+/** The netfilter backends, in the order DEL, GC and inspect visit them. */
+export const BACKENDS = ["iptables", "nftables"] as const
+export type Backend = (typeof BACKENDS)[number]
+
 export const DEFAULT_STATE_DIR = "/var/lib/cni/tenant-routing"
 
 const MarkValue = Schema.Union([Schema.String, Schema.Number]).annotate({
@@ -40,7 +54,7 @@ export const NetConfWire = Schema.StructWithRest(
     annotationKey: Schema.optionalKey(Schema.String),
     tenants: Schema.optionalKey(Schema.Record(Schema.String, Schema.Struct({ mark: MarkValue }))),
     markMask: Schema.optionalKey(MarkValue),
-    backend: Schema.optionalKey(Schema.Literals(["iptables", "nftables", "auto"])),
+    backend: Schema.optionalKey(Schema.Literals([...BACKENDS, "auto"])),
     failurePolicy: Schema.optionalKey(Schema.Literals(["closed", "open"])),
     pinning: Schema.optionalKey(Schema.Literals(["strict", "best-effort"])),
     apiTimeout: Schema.optionalKey(Duration),
@@ -68,8 +82,6 @@ export const NetConfWire = Schema.StructWithRest(
   [Schema.Record(Schema.String, Schema.Unknown)]
 )
 export type NetConfWire = typeof NetConfWire.Type
-
-export type Backend = "iptables" | "nftables"
 
 export interface PluginConfig {
   readonly cniVersion: CniVersion
@@ -113,15 +125,6 @@ const MIN_TIMEOUT_MS = 100
 const MAX_TIMEOUT_MS = 10 * 60_000
 
 /** Turns a Schema issue tree into `{path, message}` lines. */
-export const schemaIssues = (issue: SchemaIssue.Issue, prefix: ReadonlyArray<string> = []): Array<Issue> =>
-  SchemaIssue.makeFormatterStandardSchemaV1()(issue).issues.map((i) => ({
-    path: [
-      ...prefix,
-      ...(i.path ?? []).map((p) => String(typeof p === "object" && p !== null ? p.key : p))
-    ].join("."),
-    message: i.message
-  }))
-
 const markOf = (v: string | number): number | undefined =>
   typeof v === "number" ? (Number.isInteger(v) ? v : undefined) : parseMarkLiteral(v.trim())
 
@@ -130,13 +133,13 @@ const isAbsolute = (p: string) => p.startsWith("/") && !p.includes("\0")
 /** Cross-key rules of §2 on a shape-valid config; every problem is reported at once. */
 export const validateConfig = (
   wire: NetConfWire
-): { config: PluginConfig } | { error: InvalidConfig | IncompatibleVersion } => {
+): Result.Result<PluginConfig, InvalidConfig | IncompatibleVersion> => {
   if (!isSupportedVersion(wire.cniVersion)) {
-    return {
-      error: new IncompatibleVersion({
+    return Result.fail(
+      new IncompatibleVersion({
         msg: `cniVersion ${JSON.stringify(wire.cniVersion)} is not supported; supported: ${SUPPORTED_VERSIONS.join(", ")}`
       })
-    }
+    )
   }
   const issues: Array<Issue> = []
   const bad = (path: string, message: string) => issues.push({ path, message })
@@ -165,12 +168,8 @@ export const validateConfig = (
     if (other !== undefined)
       bad(`tenants.${t.name}.mark`, `${formatMark(t.mark)} is also the mark of ${other}`)
     seen.set(t.mark, t.name)
-    if (and32(t.mark, RESERVED_BITS) !== 0) {
-      bad(
-        `tenants.${t.name}.mark`,
-        `${formatMark(t.mark)} touches bits used by Kubernetes (0xc000) or portmap (0x2000)`
-      )
-    }
+    const reserved = reservedBitsProblem(t.mark)
+    if (reserved !== undefined) bad(`tenants.${t.name}.mark`, reserved)
   }
 
   const union = tenants.reduce((m, t) => or32(m, t.mark), 0)
@@ -180,8 +179,8 @@ export const validateConfig = (
     if (m === undefined || !isMarkValue(m)) bad("markMask", "must be a mask in 1..0xffffffff")
     else {
       markMask = m
-      if (and32(m, RESERVED_BITS) !== 0)
-        bad("markMask", "touches bits used by Kubernetes (0xc000) or portmap (0x2000)")
+      const reserved = reservedBitsProblem(m)
+      if (reserved !== undefined) bad("markMask", reserved)
       for (const t of tenants) {
         if (and32(t.mark, not32(m)) !== 0)
           bad(`tenants.${t.name}.mark`, `${formatMark(t.mark)} has bits outside markMask ${formatMark(m)}`)
@@ -220,34 +219,32 @@ export const validateConfig = (
     else issues.push(...schemaIssues(decoded.failure.issue, ["prevResult"]))
   }
 
-  if (issues.length > 0) return { error: invalidConfig(issues) }
-  return {
-    config: {
-      cniVersion: wire.cniVersion,
-      name: wire.name,
-      delegate: wire.delegate === undefined ? undefined : { type: wire.delegate.type, conf: wire.delegate },
-      kubeconfig: wire.kubeconfig,
-      annotationKey,
-      tenants,
-      markMask,
-      backend: wire.backend ?? "auto",
-      failurePolicy: wire.failurePolicy ?? "closed",
-      pinning: wire.pinning ?? "best-effort",
-      apiTimeoutMs,
-      delegateTimeoutMs,
-      stateDir: wire.stateDir ?? DEFAULT_STATE_DIR,
-      logFile: wire.logFile,
-      logLevel: wire.logLevel ?? "info",
-      logMaxBytes: wire.logMaxBytes ?? 10 * 1024 * 1024,
-      prevResult,
-      validAttachments: wire[VALID_ATTACHMENTS_KEY]?.map((a) => ({
-        containerId: a.containerID,
-        ifname: a.ifname
-      })),
-      podAnnotations: wire.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],
-      runtimeConfig: wire.runtimeConfig
-    }
-  }
+  if (issues.length > 0) return Result.fail(invalidConfig(issues))
+  return Result.succeed({
+    cniVersion: wire.cniVersion,
+    name: wire.name,
+    delegate: wire.delegate === undefined ? undefined : { type: wire.delegate.type, conf: wire.delegate },
+    kubeconfig: wire.kubeconfig,
+    annotationKey,
+    tenants,
+    markMask,
+    backend: wire.backend ?? "auto",
+    failurePolicy: wire.failurePolicy ?? "closed",
+    pinning: wire.pinning ?? "best-effort",
+    apiTimeoutMs,
+    delegateTimeoutMs,
+    stateDir: wire.stateDir ?? DEFAULT_STATE_DIR,
+    logFile: wire.logFile,
+    logLevel: wire.logLevel ?? "info",
+    logMaxBytes: wire.logMaxBytes ?? 10 * 1024 * 1024,
+    prevResult,
+    validAttachments: wire[VALID_ATTACHMENTS_KEY]?.map((a) => ({
+      containerId: a.containerID,
+      ifname: a.ifname
+    })),
+    podAnnotations: wire.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY],
+    runtimeConfig: wire.runtimeConfig
+  })
 }
 
 export const invalidConfig = (issues: ReadonlyArray<Issue>): InvalidConfig =>
@@ -259,8 +256,8 @@ export const invalidConfig = (issues: ReadonlyArray<Issue>): InvalidConfig =>
 /** Shape-decodes then validates a parsed JSON value. */
 export const decodeConfig = (
   json: unknown
-): { config: PluginConfig } | { error: InvalidConfig | IncompatibleVersion } => {
+): Result.Result<PluginConfig, InvalidConfig | IncompatibleVersion> => {
   const wire = Schema.decodeUnknownResult(NetConfWire)(json, { errors: "all" })
-  if (wire._tag === "Failure") return { error: invalidConfig(schemaIssues(wire.failure.issue)) }
+  if (wire._tag === "Failure") return Result.fail(invalidConfig(schemaIssues(wire.failure.issue)))
   return validateConfig(wire.success)
 }

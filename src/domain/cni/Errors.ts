@@ -7,9 +7,7 @@
  */
 import { Schema } from "effect"
 
-/** One problem found while decoding input: where, and what is wrong there. */
-export const Issue = Schema.Struct({ path: Schema.String, message: Schema.String })
-export type Issue = typeof Issue.Type
+import { Issue } from "../decode/Issue.ts"
 
 const issues = Schema.Array(Issue)
 

@@ -5,6 +5,7 @@
  * and answers whatever stdin holds (empty, not JSON, too large), as the reference plugins' skel does:
  * a runtime probing versions must get the list, in 1.1.0 when stdin names no version we speak.
  */
+import * as Result from "effect/Result"
 import { type CniEnv, decodeEnv } from "./CniEnv.ts"
 import { isSupportedVersion, NEWEST_VERSION } from "./CniVersion.ts"
 import { decodeConfig, type PluginConfig } from "./Config.ts"
@@ -34,43 +35,53 @@ export const replyVersion = (json: unknown): string => {
   return typeof v === "string" && isSupportedVersion(v) ? v : NEWEST_VERSION
 }
 
-export const parseStdin = (bytes: Uint8Array): { json: unknown } | { error: UndecodableInput } => {
-  if (bytes.length > MAX_STDIN_BYTES) {
-    return { error: new UndecodableInput({ msg: `stdin is larger than ${MAX_STDIN_BYTES} bytes` }) }
-  }
+/** stdin as a JSON value (any JSON: the config decoder judges its shape). */
+export const parseStdin = (bytes: Uint8Array): Result.Result<unknown, UndecodableInput> => {
+  if (bytes.length > MAX_STDIN_BYTES)
+    return Result.fail(new UndecodableInput({ msg: `stdin is larger than ${MAX_STDIN_BYTES} bytes` }))
   let text: string
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes)
   } catch {
-    return { error: new UndecodableInput({ msg: "stdin is not valid UTF-8" }) }
+    return Result.fail(new UndecodableInput({ msg: "stdin is not valid UTF-8" }))
   }
   try {
-    return { json: JSON.parse(text) }
+    return Result.succeed(JSON.parse(text) as unknown)
   } catch (e) {
-    return {
-      error: new UndecodableInput({ msg: `stdin is not JSON: ${(e as Error).message.slice(0, 200)}` })
-    }
+    return Result.fail(
+      new UndecodableInput({ msg: `stdin is not JSON: ${(e as Error).message.slice(0, 200)}` })
+    )
   }
+}
+
+/** The cniVersion to answer in for raw stdin bytes, whatever they hold. */
+export const replyVersionOf = (stdin: Uint8Array): string => {
+  const parsed = parseStdin(stdin)
+  return Result.isSuccess(parsed) ? replyVersion(parsed.success) : NEWEST_VERSION
+}
+
+/** Why a call could not be decoded, with the version to answer in. */
+export interface InvocationFailure {
+  readonly error: InvocationError
+  readonly cniVersion: string
 }
 
 export const decodeInvocation = (
   rawEnv: Readonly<Record<string, string | undefined>>,
   stdin: Uint8Array
-): { invocation: Invocation } | { error: InvocationError; cniVersion: string } => {
+): Result.Result<Invocation, InvocationFailure> => {
   const env = decodeEnv(rawEnv)
   const parsed = parseStdin(stdin)
-  const cniVersion = "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION
-  if ("error" in env) return { error: env.error, cniVersion }
-  if (env.env.command === "VERSION") return { invocation: { _tag: "Version", cniVersion } }
-  if ("error" in parsed) return { error: parsed.error, cniVersion }
-  const config = decodeConfig(parsed.json)
-  if ("error" in config) return { error: config.error, cniVersion }
-  return {
-    invocation: {
-      _tag: "Call",
-      env: env.env,
-      config: config.config,
-      raw: parsed.json as Record<string, unknown>
-    }
-  }
+  const cniVersion = Result.isSuccess(parsed) ? replyVersion(parsed.success) : NEWEST_VERSION
+  if (Result.isFailure(env)) return Result.fail({ error: env.failure, cniVersion })
+  if (env.success.command === "VERSION") return Result.succeed({ _tag: "Version", cniVersion })
+  if (Result.isFailure(parsed)) return Result.fail({ error: parsed.failure, cniVersion })
+  const config = decodeConfig(parsed.success)
+  if (Result.isFailure(config)) return Result.fail({ error: config.failure, cniVersion })
+  return Result.succeed({
+    _tag: "Call",
+    env: env.success,
+    config: config.success,
+    raw: parsed.success as Record<string, unknown>
+  })
 }

@@ -6,7 +6,6 @@
  * An entry marks packets of connections initiated from `ip` with `mark` under `mask`, tagged with
  * the owner tag of the attachment that installed it.
  */
-import type { Backend } from "../cni/Config.ts"
 import { canonicalIp, type Family, parseIp } from "../net/Ip.ts"
 import type { Tenant } from "../tenancy/Tenant.ts"
 
@@ -23,7 +22,6 @@ export interface Changes {
   readonly add: ReadonlyArray<MarkEntry>
 }
 
-export const BACKENDS: ReadonlyArray<Backend> = ["iptables", "nftables"]
 export const NO_CHANGES: Changes = { remove: [], add: [] }
 export const isEmpty = (c: Changes): boolean => c.remove.length === 0 && c.add.length === 0
 

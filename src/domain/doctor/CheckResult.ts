@@ -18,6 +18,7 @@ export type CheckName =
   | "unknown-marks"
   | "mark-clash"
   | "cilium-host-routing"
+  | "cni-chaining"
   | "namespace-read"
 
 export interface CheckResult {

@@ -15,10 +15,13 @@
  *   records match, and every entry carries a tenant's mark.
  * - `mark-clash` (`MarkUsers.ts`): the marks' bits against the bits other installed software uses.
  * - `cilium-host-routing` (`CiliumChecks.ts`): with Cilium present, its host routing must be `Legacy`.
+ * - `cni-chaining` (`ChainingChecks.ts`): our conflist sorts first, and `cilium-cni` after us has a
+ *   chaining mode it accepts.
  * - `namespace-read` (`ApiChecks.ts`): with a kubeconfig, the configured identity may read namespaces.
  */
 import { formatMark } from "../net/Mark.ts"
 import { apiChecks } from "./ApiChecks.ts"
+import { chainingChecks } from "./ChainingChecks.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { ciliumChecks } from "./CiliumChecks.ts"
 import { disagreements } from "./DoctorConfig.ts"
@@ -110,5 +113,6 @@ export const diagnose = (facts: DoctorFacts): ReadonlyArray<CheckResult> => [
   ...staleChecks(facts),
   ...clashChecks(facts),
   ...ciliumChecks(facts),
+  ...chainingChecks(facts),
   ...apiChecks(facts)
 ]

@@ -8,13 +8,10 @@
  */
 import { Result } from "effect"
 import { decodeConfig, type PluginConfig } from "../cni/Config.ts"
+import { formatIssues } from "../decode/Issue.ts"
 import { PLUGIN_TYPE } from "../install/Conflist.ts"
 import { formatMark, or32 } from "../net/Mark.ts"
-import {
-  decodeNodeSetupConfigJson,
-  formatIssues,
-  type NodeSetupConfig
-} from "../node-setup/NodeSetupConfig.ts"
+import { decodeNodeSetupConfigJson, type NodeSetupConfig } from "../node-setup/NodeSetupConfig.ts"
 import { DEFAULT_TENANTS } from "../tenancy/Tenant.ts"
 import type { LoadedConfig, PluginSettings, TenantSource } from "./Facts.ts"
 
@@ -109,9 +106,9 @@ export const pickConflist = (
       .filter((p) => p !== entry && typeof p.type === "string")
       .map((p) => String(p.type))
     const decoded = decodeConfig({ ...entry, cniVersion: list.cniVersion, name: list.name })
-    if ("error" in decoded)
-      return { problem: `${file.path}: the plugin rejects its entry: ${decoded.error.msg}` }
-    return { plugin: settingsOf(file.path, decoded.config, others) }
+    if (Result.isFailure(decoded))
+      return { problem: `${file.path}: the plugin rejects its entry: ${decoded.failure.msg}` }
+    return { plugin: settingsOf(file.path, decoded.success, others) }
   }
   return undefined
 }

@@ -110,4 +110,9 @@ export interface DoctorFacts {
   /** `cilium-dbg status`; undefined when the binary is absent or Cilium was not detected. */
   readonly cilium: Fact<CommandOutput | undefined>
   readonly api: ApiFact
+  /**
+   * The CNI config dir's file names and the parsed conflist that holds the plugin (for the
+   * `cni-chaining` check); undefined when not gathered.
+   */
+  readonly cniConf?: Fact<{ readonly files: ReadonlyArray<string>; readonly conflist: unknown }>
 }

@@ -21,7 +21,7 @@
  * A clash is judged on the bits the plugin rewrites, i.e. the whole markMask (`mark & ~mask | tenant`),
  * not only the tenants' own bits.
  */
-import { and32, formatMark, or32 } from "../net/Mark.ts"
+import { and32, formatMark, KUBERNETES_BITS, or32, PORTMAP_BITS } from "../net/Mark.ts"
 import { type CheckResult, result } from "./CheckResult.ts"
 import { type DoctorFacts, isUnreadable, type LoadedConfig, type PluginSettings } from "./Facts.ts"
 import type { NetfilterInventory } from "./NodeFacts.ts"
@@ -37,8 +37,7 @@ export interface MarkUser {
   readonly hint: string
 }
 
-const KUBE_BITS = 0xc000
-const PORTMAP_BITS = 0x2000
+const KUBE_BITS = KUBERNETES_BITS
 const CILIUM_MAGIC = 0x0f00
 const CILIUM_KEY = 0xf000
 const CILIUM_IDENTITY = 0xffff00ff

@@ -11,7 +11,7 @@ import { Context, type Effect, Schema } from "effect"
 import type { Family } from "../net/Ip.ts"
 
 export class NodeFactsError extends Schema.TaggedError<NodeFactsError>()("NodeFactsError", {
-  message: Schema.String
+  msg: Schema.String
 }) {}
 
 /** A chain some netfilter tool lists, e.g. `{ tool: "iptables", table: "nat", chain: "KUBE-MARK-MASQ" }`. */

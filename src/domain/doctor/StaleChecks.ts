@@ -6,7 +6,7 @@
  * (such a pod's egress is not tenant-routed); entries whose mark no tenant has fail (no rule routes
  * them). Doctor takes no node lock, so an ADD or DEL running meanwhile can show here: run it again.
  */
-import type { Backend } from "../cni/Config.ts"
+import { BACKENDS } from "../cni/Config.ts"
 import { parseTag } from "../datapath/Owner.ts"
 import { canonicalIp } from "../net/Ip.ts"
 import { formatMark } from "../net/Mark.ts"
@@ -18,16 +18,14 @@ const examples = (items: ReadonlyArray<string>): string =>
   items.slice(0, EXAMPLES).join(", ") +
   (items.length > EXAMPLES ? ` and ${items.length - EXAMPLES} more` : "")
 
-const BACKEND_LIST: ReadonlyArray<Backend> = ["iptables", "nftables"]
-
 export const staleChecks = (facts: DoctorFacts): Array<CheckResult> => {
   const out: Array<CheckResult> = []
   const stateDir = facts.config.plugin?.stateDir ?? "the state directory"
-  const listed = BACKEND_LIST.flatMap((b) => {
+  const listed = BACKENDS.flatMap((b) => {
     const e = facts.entries[b]
     return isUnreadable(e) ? [] : e.map((entry) => ({ backend: b, entry }))
   })
-  for (const b of BACKEND_LIST) {
+  for (const b of BACKENDS) {
     const e = facts.entries[b]
     if (isUnreadable(e))
       out.push(

@@ -7,7 +7,7 @@ import { Context, type Effect, Schema } from "effect"
 /** The Node could not be read; `message` says why in words, never with credentials in it. */
 export class NodeReadFailed extends Schema.TaggedError<NodeReadFailed>()("NodeReadFailed", {
   node: Schema.String,
-  message: Schema.String
+  msg: Schema.String
 }) {}
 
 export class NodeSource extends Context.Service<

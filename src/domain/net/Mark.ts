@@ -13,6 +13,14 @@ export const KUBERNETES_BITS = 0xc000
 export const PORTMAP_BITS = 0x2000
 export const RESERVED_BITS = KUBERNETES_BITS | PORTMAP_BITS
 
+/** Why a mark or mask may not be used (it touches bits kube-proxy or portmap own), if it may not. */
+export const reservedBitsProblem = (bits: number): string | undefined => {
+  const taken = and32(bits, RESERVED_BITS)
+  return taken === 0
+    ? undefined
+    : `${formatMark(bits)} touches ${formatMark(taken)}, bits kube-proxy (0xc000) or portmap (0x2000) use`
+}
+
 export const MAX_MARK = 0xffffffff
 
 const HEX = /^0[xX][0-9a-fA-F]+$/

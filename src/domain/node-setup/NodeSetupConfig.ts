@@ -9,9 +9,20 @@
  * form `ip -j` prints, so plans compare them as strings. Limits: link-local IPv6 gateways are refused,
  * since a route through one needs an interface and node-setup does not configure interfaces.
  */
-import { Result, Schema, SchemaIssue } from "effect"
+import { Result, Schema } from "effect"
+import { formatPath, type Issue, schemaIssues } from "../decode/Issue.ts"
+
+import { isDnsLabel } from "../net/DnsNames.ts"
 import { canonicalIp, type Family, parseIp, parseV6Groups } from "../net/Ip.ts"
-import { and32, formatMark, isMarkValue, not32, or32, parseMarkLiteral, RESERVED_BITS } from "../net/Mark.ts"
+import {
+  and32,
+  formatMark,
+  isMarkValue,
+  not32,
+  or32,
+  parseMarkLiteral,
+  reservedBitsProblem
+} from "../net/Mark.ts"
 
 export type { Family }
 
@@ -49,8 +60,6 @@ export const DEFAULT_TENANTS_FILE = "/etc/tenant-routing/tenants.json"
 /** The lowest tenant priority: the suppress rule takes the one below it, and 0 is the kernel's. */
 export const MIN_PRIORITY = 2
 
-/** RFC 1123 label, as Kubernetes names are. */
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
 /** rt_tables names: not numeric (ip would read a number as a table id), no spaces or `#`. */
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/
 /** Table ids the kernel reserves: 0 unspec, 253 default, 254 main, 255 local. */
@@ -133,7 +142,8 @@ export type NodeSetupConfigWire = typeof NodeSetupConfigWire.Encoded
 // ---------------------------------------------------------------------------------------------------
 // The decoded config.
 
-export interface Tenant {
+/** A tenant as node-setup sees it: its mark and where marked traffic goes (not the CNI config's Tenant). */
+export interface TenantRoute {
   readonly name: string
   readonly mark: number
   readonly table: number
@@ -146,35 +156,17 @@ export interface Tenant {
 export interface NodeSetupConfig {
   readonly markMask: number
   /** Sorted by name, so plans and reports do not depend on key order in the file. */
-  readonly tenants: ReadonlyArray<Tenant>
+  readonly tenants: ReadonlyArray<TenantRoute>
 }
 
-export interface ConfigIssue {
-  /** Dotted path of the field, e.g. `tenants.tenant-a.gateways[1]`; empty for the whole file. */
-  readonly path: string
-  readonly message: string
-}
-
-export const gatewaysOf = (tenant: Tenant, family: Family): ReadonlyArray<string> =>
+export const gatewaysOf = (tenant: TenantRoute, family: Family): ReadonlyArray<string> =>
   tenant.gateways.filter((g) => ipFamily(g) === family)
 
-const formatPath = (path: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }>): string =>
-  path
-    .map((p) => (typeof p === "object" ? p.key : p))
-    .reduce<string>(
-      (acc, key) =>
-        typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`,
-      ""
-    )
-
-const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<ConfigIssue> => {
-  const issues: Array<ConfigIssue> = []
-  const at = (t: Tenant, field: string) => `tenants.${t.name}.${field}`
+const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Issue> => {
+  const issues: Array<Issue> = []
+  const at = (t: TenantRoute, field: string) => `tenants.${t.name}.${field}`
   if (config.tenants.length === 0) issues.push({ path: "tenants", message: "expected at least one tenant" })
-  const reservedProblem = (mark: number) =>
-    and32(mark, RESERVED_BITS) === 0
-      ? undefined
-      : `bits ${formatMark(and32(mark, RESERVED_BITS))} are used by kube-proxy (0xc000) or portmap (0x2000)`
+  const reservedProblem = reservedBitsProblem
   const maskProblem = maskGiven ? reservedProblem(config.markMask) : undefined
   if (maskProblem !== undefined) issues.push({ path: "markMask", message: maskProblem })
   const seen = {
@@ -213,7 +205,7 @@ const crossFieldIssues = (config: NodeSetupConfig, maskGiven: boolean): Array<Co
   return issues
 }
 
-const toTenant = (name: string, t: typeof TenantWire.Type): Tenant => ({
+const toTenant = (name: string, t: typeof TenantWire.Type): TenantRoute => ({
   name,
   mark: markValue(t.mark)!,
   table: t.table,
@@ -222,17 +214,7 @@ const toTenant = (name: string, t: typeof TenantWire.Type): Tenant => ({
   priority: t.priority
 })
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
-
 const DECODE_OPTIONS = { errors: "all", onExcessProperty: "error" } as const
-
-/** Schema issues as `ConfigIssue`s, their paths under `prefix`. */
-const schemaIssues = (issue: SchemaIssue.Issue, prefix: ReadonlyArray<string>): Array<ConfigIssue> =>
-  formatter(issue).issues.map((i) => ({
-    path: formatPath([...prefix, ...(i.path ?? [])]),
-    // Say it in the operator's terms: a misspelt key is the usual cause.
-    message: i.message === "Expected no excess property" ? "unknown field" : i.message
-  }))
 
 const byName = ([a]: readonly [string, unknown], [b]: readonly [string, unknown]) =>
   a < b ? -1 : a > b ? 1 : 0
@@ -244,7 +226,7 @@ const byName = ([a]: readonly [string, unknown], [b]: readonly [string, unknown]
  */
 export const decodeNodeSetupConfig = (
   input: unknown
-): Result.Result<NodeSetupConfig, ReadonlyArray<ConfigIssue>> => {
+): Result.Result<NodeSetupConfig, ReadonlyArray<Issue>> => {
   const file = Schema.decodeUnknownResult(FileWire)(input, DECODE_OPTIONS)
   if (Result.isFailure(file)) {
     const issues = schemaIssues(file.failure.issue, [])
@@ -254,10 +236,10 @@ export const decodeNodeSetupConfig = (
     const rest = decodeNodeSetupConfig({ tenants })
     return Result.fail([...issues, ...(Result.isFailure(rest) ? rest.failure : [])])
   }
-  const issues: Array<ConfigIssue> = []
-  const tenants: Array<Tenant> = []
+  const issues: Array<Issue> = []
+  const tenants: Array<TenantRoute> = []
   for (const [name, value] of Object.entries(file.success.tenants).sort(byName)) {
-    if (!DNS_LABEL.test(name))
+    if (!isDnsLabel(name))
       issues.push({
         path: formatPath(["tenants", name]),
         message: `tenant name ${JSON.stringify(name)} is not a DNS label (RFC 1123)`
@@ -283,12 +265,9 @@ export const decodeNodeSetupConfig = (
 /** Decode the text of a tenants file. */
 export const decodeNodeSetupConfigJson = (
   text: string
-): Result.Result<NodeSetupConfig, ReadonlyArray<ConfigIssue>> => {
+): Result.Result<NodeSetupConfig, ReadonlyArray<Issue>> => {
   const parsed = Result.try({ try: () => JSON.parse(text) as unknown, catch: (e) => String(e) })
   return Result.isFailure(parsed)
     ? Result.fail([{ path: "", message: `not valid JSON: ${parsed.failure}` }])
     : decodeNodeSetupConfig(parsed.success)
 }
-
-export const formatIssues = (issues: ReadonlyArray<ConfigIssue>): string =>
-  issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`)).join("\n")

@@ -8,6 +8,7 @@
  * always has the last word. A namespace that declares neither leaves the choice to the pod.
  */
 
+import * as Result from "effect/Result"
 import { ALLOWED_TENANTS_KEY } from "../cni/Config.ts"
 import { TenantRejected } from "../cni/Errors.ts"
 import type { Annotations } from "./AnnotationSource.ts"
@@ -23,7 +24,8 @@ export interface ResolutionInput {
   readonly namespaceName: string | undefined
 }
 
-export type Resolution = { readonly tenant: Tenant | null } | { readonly error: TenantRejected }
+/** The pod's tenant (null: not tenant-routed), or why it is refused. */
+export type Resolution = Result.Result<Tenant | null, TenantRejected>
 
 /** A namespace that declares a tenant or an allow-list pins every pod in it. */
 export const isPinned = (namespace: Annotations | undefined, annotationKey: string): boolean =>
@@ -39,9 +41,8 @@ export const resolveTenant = (input: ResolutionInput): Resolution => {
   const nsName = input.namespaceName ?? "?"
 
   if (!isPinned(input.namespace, annotationKey)) {
-    if (podValue === undefined) return { tenant: null }
-    const r = tenantOf(tenants, podValue, `pod annotation ${annotationKey}`)
-    return "error" in r ? r : { tenant: r.tenant }
+    if (podValue === undefined) return Result.succeed(null)
+    return tenantOf(tenants, podValue, `pod annotation ${annotationKey}`)
   }
 
   // Pinned: any unknown entry in the namespace's declaration refuses all its pods.
@@ -49,36 +50,36 @@ export const resolveTenant = (input: ResolutionInput): Resolution => {
   let nsTenant: Tenant | undefined
   if (nsValue !== undefined) {
     const r = tenantOf(tenants, nsValue, `namespace ${nsName} annotation ${annotationKey}`)
-    if ("error" in r) return r
-    nsTenant = r.tenant
-    allowed.push(r.tenant)
+    if (Result.isFailure(r)) return r
+    nsTenant = r.success
+    allowed.push(r.success)
   }
   if (nsAllowed !== undefined) {
     for (const item of nsAllowed.split(",")) {
       const r = tenantOf(tenants, item, `namespace ${nsName} annotation ${ALLOWED_TENANTS_KEY}`)
-      if ("error" in r) return r
-      if (!allowed.includes(r.tenant)) allowed.push(r.tenant)
+      if (Result.isFailure(r)) return r
+      if (!allowed.includes(r.success)) allowed.push(r.success)
     }
   }
   const known = tenants.map((t) => t.name)
   if (podValue === undefined) {
-    if (nsTenant !== undefined) return { tenant: nsTenant }
-    return {
-      error: new TenantRejected({
+    if (nsTenant !== undefined) return Result.succeed(nsTenant)
+    return Result.fail(
+      new TenantRejected({
         msg: `namespace ${nsName} requires pods to choose a tenant of: ${setOf(allowed)}; the pod names none`,
         known
       })
-    }
+    )
   }
   const r = tenantOf(tenants, podValue, `pod annotation ${annotationKey}`)
-  if ("error" in r) return r
-  if (!allowed.includes(r.tenant)) {
-    return {
-      error: new TenantRejected({
-        msg: `tenant ${r.tenant.name} is not allowed in namespace ${nsName}; allowed: ${setOf(allowed)}`,
+  if (Result.isFailure(r)) return r
+  if (!allowed.includes(r.success)) {
+    return Result.fail(
+      new TenantRejected({
+        msg: `tenant ${r.success.name} is not allowed in namespace ${nsName}; allowed: ${setOf(allowed)}`,
         known
       })
-    }
+    )
   }
-  return { tenant: r.tenant }
+  return r
 }

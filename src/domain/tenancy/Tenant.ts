@@ -5,6 +5,7 @@
  * refused beyond 64 characters before anything else looks at them, so a hostile annotation can only
  * ever produce a TenantRejected error quoting a bounded, JSON-escaped excerpt.
  */
+import * as Result from "effect/Result"
 import { TenantRejected } from "../cni/Errors.ts"
 import { formatMark, parseMarkLiteral } from "../net/Mark.ts"
 
@@ -20,9 +21,6 @@ export const DEFAULT_TENANTS: ReadonlyArray<Tenant> = [
   { name: "tenant-b", mark: 0x20 }
 ]
 
-/** RFC 1123 label, as Kubernetes namespaces are: tenant names must be one. */
-export const isDnsLabel = (s: string): boolean => s.length <= 63 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(s)
-
 const describeKnown = (tenants: ReadonlyArray<Tenant>): ReadonlyArray<string> =>
   tenants.map((t) => `${t.name} (${formatMark(t.mark)})`)
 
@@ -34,25 +32,25 @@ export const tenantOf = (
   tenants: ReadonlyArray<Tenant>,
   raw: string,
   where: string
-): { readonly tenant: Tenant } | { readonly error: TenantRejected } => {
+): Result.Result<Tenant, TenantRejected> => {
   const value = raw.trim()
   const known = describeKnown(tenants)
   if (value.length > MAX_VALUE_LENGTH) {
-    return {
-      error: new TenantRejected({
+    return Result.fail(
+      new TenantRejected({
         msg: `${where}: value longer than ${MAX_VALUE_LENGTH} characters: ${quote(value)}`,
         known
       })
-    }
+    )
   }
   const mark = parseMarkLiteral(value)
   const tenant = tenants.find((t) => (mark === undefined ? t.name === value : t.mark === mark))
-  if (tenant !== undefined) return { tenant }
-  return {
-    error: new TenantRejected({
+  if (tenant !== undefined) return Result.succeed(tenant)
+  return Result.fail(
+    new TenantRejected({
       // The known tenants go in the error's details (CniError.ts), not here: runtimes show both.
       msg: `${where}: unknown tenant ${quote(value)}`,
       known
     })
-  }
+  )
 }

@@ -45,7 +45,7 @@ import { Data, Duration, Effect, FiberSet, Result } from "effect"
 import { toCniError } from "../../domain/cni/CniError.ts"
 import { NEWEST_VERSION } from "../../domain/cni/CniVersion.ts"
 import { UndecodableInput } from "../../domain/cni/Errors.ts"
-import { parseStdin, replyVersion } from "../../domain/cni/Invocation.ts"
+import { replyVersionOf } from "../../domain/cni/Invocation.ts"
 
 export const DEFAULT_AGENT_SOCKET = "/run/tenant-routing/agent.sock"
 export const GREETING = 0x41
@@ -131,8 +131,7 @@ export const decodeRequest = (
 
 /** The CNI error answering an undecodable request, in the cniVersion of its stdin when it has one. */
 export const invalidRequestReply = (error: string, stdin: Uint8Array | undefined): AgentReply => {
-  const parsed = stdin === undefined ? undefined : parseStdin(stdin)
-  const cniVersion = parsed !== undefined && "json" in parsed ? replyVersion(parsed.json) : NEWEST_VERSION
+  const cniVersion = stdin === undefined ? NEWEST_VERSION : replyVersionOf(stdin)
   const doc = toCniError(
     new UndecodableInput({ msg: `the agent could not decode the call: ${error}` }),
     cniVersion
@@ -349,5 +348,3 @@ export const serve = Effect.fn("AgentServer.serve")(function* (
       })
   )
 })
-
-export const AgentServer = { serve } as const

@@ -372,6 +372,4 @@ const connect = Effect.fn("AnnotationsKubernetes.connect")(function* (
   return makeReader(kc, server)
 })
 
-export const AnnotationsKubernetes: { readonly layer: Layer.Layer<AnnotationSource> } = {
-  layer: Layer.succeed(AnnotationSource, AnnotationSource.of({ connect }))
-}
+export const layer = Layer.succeed(AnnotationSource, AnnotationSource.of({ connect }))

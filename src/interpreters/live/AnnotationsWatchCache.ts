@@ -65,7 +65,7 @@ import {
   AnnotationSource,
   type Annotations
 } from "../../domain/tenancy/AnnotationSource.ts"
-import { AnnotationsKubernetes } from "./AnnotationsKubernetes.ts"
+import * as AnnotationsKubernetes from "./AnnotationsKubernetes.ts"
 
 export interface WatchCacheOptions {
   /** The agent's `--kubeconfig`: calls naming this file are served from the cache. */
@@ -339,7 +339,7 @@ const readerOver = (direct: AnnotationReader, pods: Mirror, namespaces: Mirror):
 })
 
 /** The cache over whatever direct `AnnotationSource` it is given (the live one, in `layer`). */
-const layerOver = (
+export const layerOver = (
   options: WatchCacheOptions
 ): Layer.Layer<AnnotationSource | WatchCacheStatus, never, AnnotationSource> =>
   Layer.effectContext(
@@ -380,9 +380,6 @@ const layerOver = (
     })
   )
 
-export const AnnotationsWatchCache = {
-  /** The agent's layer: the cache over `AnnotationsKubernetes`, informers running while it is in use. */
-  layer: (options: WatchCacheOptions): Layer.Layer<AnnotationSource | WatchCacheStatus> =>
-    layerOver(options).pipe(Layer.provide(AnnotationsKubernetes.layer)),
-  layerOver
-}
+/** The agent's layer: the cache over `AnnotationsKubernetes`, informers running while it is in use. */
+export const layer = (options: WatchCacheOptions): Layer.Layer<AnnotationSource | WatchCacheStatus> =>
+  layerOver(options).pipe(Layer.provide(AnnotationsKubernetes.layer))

@@ -182,5 +182,3 @@ export const make = (): AttachmentStore["Service"] =>
   })
 
 export const layer: Layer.Layer<AttachmentStore> = Layer.sync(AttachmentStore, make)
-
-export const AttachmentStoreFiles = { make, layer } as const

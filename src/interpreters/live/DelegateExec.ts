@@ -278,10 +278,8 @@ const make = Effect.gen(function* () {
   return Delegate.of({ run })
 })
 
-export const DelegateExec = {
-  /** The live Delegate, with the Node process spawner it needs. */
-  layer: Layer.effect(Delegate, make).pipe(
-    Layer.provide(NodeChildProcessSpawner.layer),
-    Layer.provide(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer))
-  )
-} as const
+/** The live Delegate, with the Node process spawner it needs. */
+export const layer = Layer.effect(Delegate, make).pipe(
+  Layer.provide(NodeChildProcessSpawner.layer),
+  Layer.provide(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer))
+)

@@ -166,7 +166,7 @@ export const make = (options: NetfilterLiveOptions = {}) =>
         stdin === undefined ? { timeout } : { stdin, timeout }
       ).pipe(
         Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner),
-        Effect.mapError((e) => new ToolFailed({ msg: e.message }))
+        Effect.mapError((e) => new ToolFailed({ msg: e.msg }))
       )
 
     const check = (tool: Tool, r: Ran | "missing"): Effect.Effect<Ran, ToolFailed> =>
@@ -352,5 +352,3 @@ export const layer = (options: NetfilterLiveOptions = {}): Layer.Layer<Netfilter
     Layer.provide(NodeChildProcessSpawner.layer),
     Layer.provide(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer))
   )
-
-export const NetfilterLive = { make, layer } as const

@@ -155,20 +155,18 @@ export const make = (options: NodeFactsLinuxOptions = {}) =>
     const run = (argv: ReadonlyArray<string>): Effect.Effect<Ran | "missing", NodeFactsError> =>
       runTool(argv, { timeout }).pipe(
         Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner),
-        Effect.mapError((e) => new NodeFactsError({ message: e.message }))
+        Effect.mapError((e) => new NodeFactsError({ msg: e.msg }))
       )
 
     /** Runs a network read behind the prefix; a non-zero exit is returned, a missing binary fails. */
     const runNet = (argv: ReadonlyArray<string>) =>
       Effect.flatMap(run([...prefix, ...argv]), (r) =>
-        r === "missing"
-          ? Effect.fail(new NodeFactsError({ message: `${argv[0]} not found` }))
-          : Effect.succeed(r)
+        r === "missing" ? Effect.fail(new NodeFactsError({ msg: `${argv[0]} not found` })) : Effect.succeed(r)
       )
 
     const failed = (argv: ReadonlyArray<string>, r: Ran) =>
       new NodeFactsError({
-        message: `${argv.join(" ")} exited ${r.exitCode}: ${r.stderr.trim().slice(0, 500)}`
+        msg: `${argv.join(" ")} exited ${r.exitCode}: ${r.stderr.trim().slice(0, 500)}`
       })
 
     /**
@@ -188,7 +186,7 @@ export const make = (options: NodeFactsLinuxOptions = {}) =>
     const sysctl = (path: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         if (path.length === 0 || !path.every((s) => SEGMENT.test(s))) {
-          return yield* new NodeFactsError({ message: `not a sysctl path: ${JSON.stringify(path)}` })
+          return yield* new NodeFactsError({ msg: `not a sysctl path: ${JSON.stringify(path)}` })
         }
         const file = `/proc/sys/${path.join("/")}`
         const r = yield* runNet(["cat", file])
@@ -207,7 +205,7 @@ export const make = (options: NodeFactsLinuxOptions = {}) =>
         if (r.exitCode !== 0) return undefined
         const devs = parseRouteDevices(r.stdout)
         if (devs === undefined)
-          return yield* new NodeFactsError({ message: `${argv.join(" ")}: unexpected output` })
+          return yield* new NodeFactsError({ msg: `${argv.join(" ")}: unexpected output` })
         return devs[0]
       })
 
@@ -218,7 +216,7 @@ export const make = (options: NodeFactsLinuxOptions = {}) =>
         if (r.exitCode !== 0) return yield* failed(argv, r)
         const devs = parseRouteDevices(r.stdout)
         if (devs === undefined)
-          return yield* new NodeFactsError({ message: `${argv.join(" ")}: unexpected output` })
+          return yield* new NodeFactsError({ msg: `${argv.join(" ")}: unexpected output` })
         return devs
       })
 
@@ -245,7 +243,7 @@ export const make = (options: NodeFactsLinuxOptions = {}) =>
         if (nft.exitCode !== 0) return yield* failed(["nft", "-j", "list", "tables"], nft)
         const parsed = parseNftTables(nft.stdout)
         if (parsed === undefined)
-          return yield* new NodeFactsError({ message: "nft -j list tables: unexpected output" })
+          return yield* new NodeFactsError({ msg: "nft -j list tables: unexpected output" })
         nftTables = parsed
       }
       const chains = saves.flatMap((s) => s.chains)

@@ -92,5 +92,3 @@ export const make = (options: NodeLockSocketOptions = {}): NodeLock["Service"] =
 
 export const layer = (options: NodeLockSocketOptions = {}): Layer.Layer<NodeLock> =>
   Layer.succeed(NodeLock, make(options))
-
-export const NodeLockSocket = { make, layer } as const

@@ -28,7 +28,7 @@ const podCidrs = (node: string, kubeconfig: string | undefined) =>
     if (kubeconfig !== undefined && !existsSync(kubeconfig)) {
       return yield* new NodeReadFailed({
         node,
-        message: `kubeconfig ${kubeconfig} does not exist; pass --kubeconfig FILE, or leave it out to use the in-cluster ServiceAccount`
+        msg: `kubeconfig ${kubeconfig} does not exist; pass --kubeconfig FILE, or leave it out to use the in-cluster ServiceAccount`
       })
     }
     const k8s = yield* Effect.promise(() => import("@kubernetes/client-node"))
@@ -42,7 +42,7 @@ const podCidrs = (node: string, kubeconfig: string | undefined) =>
       catch: () =>
         new NodeReadFailed({
           node,
-          message:
+          msg:
             kubeconfig === undefined
               ? "no in-cluster ServiceAccount to read the node with; pass --kubeconfig FILE"
               : `kubeconfig ${kubeconfig} cannot be loaded; check that it is a valid kubeconfig`
@@ -50,7 +50,7 @@ const podCidrs = (node: string, kubeconfig: string | undefined) =>
     })
     const n = yield* Effect.tryPromise({
       try: () => api.readNode({ name: node }),
-      catch: (e) => new NodeReadFailed({ node, message: describe(node, e) })
+      catch: (e) => new NodeReadFailed({ node, msg: describe(node, e) })
     })
     return n.spec?.podCIDRs ?? (n.spec?.podCIDR === undefined ? [] : [n.spec.podCIDR])
   })

@@ -15,7 +15,7 @@ export interface Ran {
 }
 
 /** The tool could not be run, or did not finish in time. */
-export class ToolError extends Data.TaggedError("ToolError")<{ readonly message: string }> {}
+export class ToolError extends Data.TaggedError("ToolError")<{ readonly msg: string }> {}
 
 export const runTool = (
   argv: ReadonlyArray<string>,
@@ -44,14 +44,14 @@ export const runTool = (
     Effect.catchTag("PlatformError", (e) =>
       e.reason._tag === "NotFound"
         ? Effect.succeed("missing" as const)
-        : Effect.fail(new ToolError({ message: `${argv.join(" ")}: ${e.message}` }))
+        : Effect.fail(new ToolError({ msg: `${argv.join(" ")}: ${e.message}` }))
     ),
     Effect.timeoutOrElse({
       duration: options.timeout,
       orElse: () =>
         Effect.fail(
           new ToolError({
-            message: `${argv.join(" ")} did not finish within ${Duration.format(Duration.fromInputUnsafe(options.timeout))}`
+            msg: `${argv.join(" ")} did not finish within ${Duration.format(Duration.fromInputUnsafe(options.timeout))}`
           })
         )
     })

@@ -30,59 +30,53 @@ export class Cluster {
   }
 }
 
-export const AnnotationsMemory = {
-  layer: (cluster: Cluster, faults: FaultPlan): Layer.Layer<AnnotationSource> =>
-    Layer.succeed(
-      AnnotationSource,
-      AnnotationSource.of({
-        connect: (path) =>
-          faults
-            .hit("api.connect", () => new TryAgainLater({ msg: `kubeconfig ${path} not found (injected)` }))
-            .pipe(
-              Effect.andThen(
-                Effect.suspend((): Effect.Effect<AnnotationReader, InvalidConfig | TryAgainLater> => {
-                  if (cluster.kubeconfig === "missing")
-                    return Effect.fail(new TryAgainLater({ msg: `kubeconfig ${path} not found` }))
-                  if (cluster.kubeconfig === "broken") {
-                    return Effect.fail(
-                      new InvalidConfig({
-                        msg: `invalid network config: kubeconfig ${path} is not a usable kubeconfig`,
-                        issues: [{ path: "kubeconfig", message: "no current context" }]
-                      })
+export const layer = (cluster: Cluster, faults: FaultPlan): Layer.Layer<AnnotationSource> =>
+  Layer.succeed(
+    AnnotationSource,
+    AnnotationSource.of({
+      connect: (path) =>
+        faults
+          .hit("api.connect", () => new TryAgainLater({ msg: `kubeconfig ${path} not found (injected)` }))
+          .pipe(
+            Effect.andThen(
+              Effect.suspend((): Effect.Effect<AnnotationReader, InvalidConfig | TryAgainLater> => {
+                if (cluster.kubeconfig === "missing")
+                  return Effect.fail(new TryAgainLater({ msg: `kubeconfig ${path} not found` }))
+                if (cluster.kubeconfig === "broken") {
+                  return Effect.fail(
+                    new InvalidConfig({
+                      msg: `invalid network config: kubeconfig ${path} is not a usable kubeconfig`,
+                      issues: [{ path: "kubeconfig", message: "no current context" }]
+                    })
+                  )
+                }
+                const read = (resource: "pods" | "namespaces", key: string, map: Map<string, Annotations>) =>
+                  faults
+                    .hit(`api.${resource}`, (f): ApiUnavailable | ApiForbidden =>
+                      f.reason === "403"
+                        ? new ApiForbidden({ msg: `${resource} "${key}" is forbidden (injected)` })
+                        : new ApiUnavailable({
+                            msg:
+                              f.reason === "401"
+                                ? "401 Unauthorized (injected)"
+                                : "503 Service Unavailable (injected)"
+                          })
                     )
-                  }
-                  const read = (
-                    resource: "pods" | "namespaces",
-                    key: string,
-                    map: Map<string, Annotations>
-                  ) =>
-                    faults
-                      .hit(`api.${resource}`, (f): ApiUnavailable | ApiForbidden =>
-                        f.reason === "403"
-                          ? new ApiForbidden({ msg: `${resource} "${key}" is forbidden (injected)` })
-                          : new ApiUnavailable({
-                              msg:
-                                f.reason === "401"
-                                  ? "401 Unauthorized (injected)"
-                                  : "503 Service Unavailable (injected)"
-                            })
-                      )
-                      .pipe(
-                        Effect.andThen(
-                          Effect.suspend(() =>
-                            cluster.forbidden.has(resource)
-                              ? Effect.fail(new ApiForbidden({ msg: `${resource} "${key}" is forbidden` }))
-                              : Effect.succeed(map.get(key))
-                          )
+                    .pipe(
+                      Effect.andThen(
+                        Effect.suspend(() =>
+                          cluster.forbidden.has(resource)
+                            ? Effect.fail(new ApiForbidden({ msg: `${resource} "${key}" is forbidden` }))
+                            : Effect.succeed(map.get(key))
                         )
                       )
-                  return Effect.succeed({
-                    pod: (ns: string, name: string) => read("pods", `${ns}/${name}`, cluster.pods),
-                    namespace: (name: string) => read("namespaces", name, cluster.namespaces)
-                  })
+                    )
+                return Effect.succeed({
+                  pod: (ns: string, name: string) => read("pods", `${ns}/${name}`, cluster.pods),
+                  namespace: (name: string) => read("namespaces", name, cluster.namespaces)
                 })
-              )
+              })
             )
-      })
-    )
-}
+          )
+    })
+  )

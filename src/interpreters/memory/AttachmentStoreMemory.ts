@@ -44,51 +44,49 @@ const decodeCorrupt = (
     : Result.fail(`state record ${file} names another attachment`)
 }
 
-export const AttachmentStoreMemory = {
-  layer: (records: Records, faults: FaultPlan): Layer.Layer<AttachmentStore> =>
-    Layer.succeed(
-      AttachmentStore,
-      AttachmentStore.of({
-        read: (dir, a) =>
-          Effect.suspend(() => {
-            const p = Records.path(dir, a)
-            const bad = records.corrupt.get(p)
-            if (bad === undefined) return Effect.succeed(records.byPath.get(p))
-            const r = decodeCorrupt(p, a, bad.text)
-            return Result.isSuccess(r)
-              ? Effect.succeed(r.success)
-              : Effect.fail(new StateFailed({ msg: r.failure }))
-          }),
-        write: (dir, r) =>
-          faults
-            .hit("store.write", () => new StateFailed({ msg: "disk full (injected)" }))
-            .pipe(
-              Effect.andThen(
-                Effect.sync(() => {
-                  records.corrupt.delete(Records.path(dir, r))
-                  records.byPath.set(Records.path(dir, r), r)
-                })
-              )
-            ),
-        remove: (dir, a) =>
-          Effect.sync(() => {
-            records.byPath.delete(Records.path(dir, a))
-            records.corrupt.delete(Records.path(dir, a))
-          }),
-        list: (dir, network) =>
-          Effect.sync(() => {
-            const inScope = (p: string, a: Attachment) =>
-              p.startsWith(`${dir}/`) && (network === undefined || a.network === network)
-            const good = [...records.byPath.entries()].filter(([p, r]) => inScope(p, r)).map(([, r]) => r)
-            const skipped: Array<UnreadableRecord> = []
-            for (const [file, { attachment, text }] of records.corrupt) {
-              if (!inScope(file, attachment)) continue
-              const r = decodeCorrupt(file, attachment, text)
-              if (Result.isSuccess(r)) good.push(r.success)
-              else skipped.push({ attachment, file, reason: r.failure })
-            }
-            return { records: good, skipped }
-          })
-      })
-    )
-}
+export const layer = (records: Records, faults: FaultPlan): Layer.Layer<AttachmentStore> =>
+  Layer.succeed(
+    AttachmentStore,
+    AttachmentStore.of({
+      read: (dir, a) =>
+        Effect.suspend(() => {
+          const p = Records.path(dir, a)
+          const bad = records.corrupt.get(p)
+          if (bad === undefined) return Effect.succeed(records.byPath.get(p))
+          const r = decodeCorrupt(p, a, bad.text)
+          return Result.isSuccess(r)
+            ? Effect.succeed(r.success)
+            : Effect.fail(new StateFailed({ msg: r.failure }))
+        }),
+      write: (dir, r) =>
+        faults
+          .hit("store.write", () => new StateFailed({ msg: "disk full (injected)" }))
+          .pipe(
+            Effect.andThen(
+              Effect.sync(() => {
+                records.corrupt.delete(Records.path(dir, r))
+                records.byPath.set(Records.path(dir, r), r)
+              })
+            )
+          ),
+      remove: (dir, a) =>
+        Effect.sync(() => {
+          records.byPath.delete(Records.path(dir, a))
+          records.corrupt.delete(Records.path(dir, a))
+        }),
+      list: (dir, network) =>
+        Effect.sync(() => {
+          const inScope = (p: string, a: Attachment) =>
+            p.startsWith(`${dir}/`) && (network === undefined || a.network === network)
+          const good = [...records.byPath.entries()].filter(([p, r]) => inScope(p, r)).map(([, r]) => r)
+          const skipped: Array<UnreadableRecord> = []
+          for (const [file, { attachment, text }] of records.corrupt) {
+            if (!inScope(file, attachment)) continue
+            const r = decodeCorrupt(file, attachment, text)
+            if (Result.isSuccess(r)) good.push(r.success)
+            else skipped.push({ attachment, file, reason: r.failure })
+          }
+          return { records: good, skipped }
+        })
+    })
+  )

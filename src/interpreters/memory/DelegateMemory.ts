@@ -66,113 +66,111 @@ const resultFor = (call: DelegateCall, ips: ReadonlyArray<string>) => ({
   routes: [{ dst: "0.0.0.0/0" }]
 })
 
-export const DelegateMemory = {
-  layer: (leases: Leases, faults: FaultPlan): Layer.Layer<Delegate> =>
-    Layer.succeed(
-      Delegate,
-      Delegate.of({
-        run: (call) =>
-          faults
-            .hit(`delegate.${call.command}`, () => fail(call, 999, `${call.command} failed (injected)`))
-            .pipe(
-              Effect.andThen(
-                Effect.suspend((): Effect.Effect<unknown, DelegateError | DelegateFailed> => {
-                  leases.calls.push(call)
-                  const version = String(call.conf.cniVersion)
-                  if (call.command === "VERSION")
-                    return Effect.succeed({
-                      cniVersion: version,
-                      supportedVersions: leases.supportedVersions
-                    })
-                  if (!leases.supportedVersions.includes(version)) {
-                    // ptp's own words (skel), details included.
-                    return Effect.fail(
-                      fail(
-                        call,
-                        1,
-                        "incompatible CNI versions",
-                        `config is ${JSON.stringify(version)}, plugin supports [${leases.supportedVersions.map((v) => JSON.stringify(v)).join(" ")}]`
-                      )
+export const layer = (leases: Leases, faults: FaultPlan): Layer.Layer<Delegate> =>
+  Layer.succeed(
+    Delegate,
+    Delegate.of({
+      run: (call) =>
+        faults
+          .hit(`delegate.${call.command}`, () => fail(call, 999, `${call.command} failed (injected)`))
+          .pipe(
+            Effect.andThen(
+              Effect.suspend((): Effect.Effect<unknown, DelegateError | DelegateFailed> => {
+                leases.calls.push(call)
+                const version = String(call.conf.cniVersion)
+                if (call.command === "VERSION")
+                  return Effect.succeed({
+                    cniVersion: version,
+                    supportedVersions: leases.supportedVersions
+                  })
+                if (!leases.supportedVersions.includes(version)) {
+                  // ptp's own words (skel), details included.
+                  return Effect.fail(
+                    fail(
+                      call,
+                      1,
+                      "incompatible CNI versions",
+                      `config is ${JSON.stringify(version)}, plugin supports [${leases.supportedVersions.map((v) => JSON.stringify(v)).join(" ")}]`
                     )
-                  }
-                  const key = `${String(call.conf.name)}/${call.containerId}/${call.ifname}`
-                  switch (call.command) {
-                    case "ADD": {
-                      // host-local refuses a second lease for the same container id and ifname, and
-                      // ptp does not release on that failure: the first lease stays.
-                      const held = leases.byAttachment.get(key)
-                      if (held !== undefined && leases.repeatedAdd === "same-lease")
-                        return Effect.succeed<unknown>(resultFor(call, held))
-                      if (held !== undefined)
-                        return Effect.fail(
-                          fail(
-                            call,
-                            999,
-                            `failed to allocate for range 0: ${held[0]} has been allocated to ${call.containerId}, duplicate allocation is not allowed`
-                          )
+                  )
+                }
+                const key = `${String(call.conf.name)}/${call.containerId}/${call.ifname}`
+                switch (call.command) {
+                  case "ADD": {
+                    // host-local refuses a second lease for the same container id and ifname, and
+                    // ptp does not release on that failure: the first lease stays.
+                    const held = leases.byAttachment.get(key)
+                    if (held !== undefined && leases.repeatedAdd === "same-lease")
+                      return Effect.succeed<unknown>(resultFor(call, held))
+                    if (held !== undefined)
+                      return Effect.fail(
+                        fail(
+                          call,
+                          999,
+                          `failed to allocate for range 0: ${held[0]} has been allocated to ${call.containerId}, duplicate allocation is not allowed`
                         )
-                      const ips = leases.allocate()
-                      if (ips === undefined)
-                        return Effect.fail(
-                          fail(
-                            call,
-                            999,
-                            "failed to allocate for range 0: no IP addresses available in range set"
-                          )
-                        )
-                      leases.byAttachment.set(key, ips)
-                      return faults
-                        .hit("delegate.ADD.output", () => undefined)
-                        .pipe(
-                          Effect.as<unknown>(resultFor(call, ips)),
-                          Effect.catch(() =>
-                            leases.badOutput === "not-a-result"
-                              ? Effect.succeed<unknown>("not a result")
-                              : Effect.fail(
-                                  new DelegateFailed({
-                                    msg: `delegate ${call.type} ADD succeeded but printed invalid JSON (injected)`,
-                                    ran: true
-                                  })
-                                )
-                          )
-                        )
-                    }
-                    case "DEL":
-                      leases.byAttachment.delete(key)
-                      return Effect.succeed(undefined)
-                    case "CHECK":
-                      // ptp asks host-local first, then wants the prevResult to compare with.
-                      if (!leases.byAttachment.has(key))
-                        return Effect.fail(
-                          fail(
-                            call,
-                            999,
-                            `host-local: Failed to find address added by container ${call.containerId}`
-                          )
-                        )
-                      return call.conf.prevResult === undefined
-                        ? Effect.fail(fail(call, 999, "ptp: Required prevResult missing"))
-                        : Effect.succeed(undefined)
-                    case "GC": {
-                      const valid = (call.conf["cni.dev/valid-attachments"] ?? []) as ReadonlyArray<{
-                        containerID: string
-                        ifname: string
-                      }>
-                      const keep = new Set(
-                        valid.map((v) => `${String(call.conf.name)}/${v.containerID}/${v.ifname}`)
                       )
-                      for (const k of [...leases.byAttachment.keys()]) {
-                        if (k.startsWith(`${String(call.conf.name)}/`) && !keep.has(k))
-                          leases.byAttachment.delete(k)
-                      }
-                      return Effect.succeed(undefined)
-                    }
-                    default:
-                      return Effect.succeed(undefined)
+                    const ips = leases.allocate()
+                    if (ips === undefined)
+                      return Effect.fail(
+                        fail(
+                          call,
+                          999,
+                          "failed to allocate for range 0: no IP addresses available in range set"
+                        )
+                      )
+                    leases.byAttachment.set(key, ips)
+                    return faults
+                      .hit("delegate.ADD.output", () => undefined)
+                      .pipe(
+                        Effect.as<unknown>(resultFor(call, ips)),
+                        Effect.catch(() =>
+                          leases.badOutput === "not-a-result"
+                            ? Effect.succeed<unknown>("not a result")
+                            : Effect.fail(
+                                new DelegateFailed({
+                                  msg: `delegate ${call.type} ADD succeeded but printed invalid JSON (injected)`,
+                                  ran: true
+                                })
+                              )
+                        )
+                      )
                   }
-                })
-              )
+                  case "DEL":
+                    leases.byAttachment.delete(key)
+                    return Effect.succeed(undefined)
+                  case "CHECK":
+                    // ptp asks host-local first, then wants the prevResult to compare with.
+                    if (!leases.byAttachment.has(key))
+                      return Effect.fail(
+                        fail(
+                          call,
+                          999,
+                          `host-local: Failed to find address added by container ${call.containerId}`
+                        )
+                      )
+                    return call.conf.prevResult === undefined
+                      ? Effect.fail(fail(call, 999, "ptp: Required prevResult missing"))
+                      : Effect.succeed(undefined)
+                  case "GC": {
+                    const valid = (call.conf["cni.dev/valid-attachments"] ?? []) as ReadonlyArray<{
+                      containerID: string
+                      ifname: string
+                    }>
+                    const keep = new Set(
+                      valid.map((v) => `${String(call.conf.name)}/${v.containerID}/${v.ifname}`)
+                    )
+                    for (const k of [...leases.byAttachment.keys()]) {
+                      if (k.startsWith(`${String(call.conf.name)}/`) && !keep.has(k))
+                        leases.byAttachment.delete(k)
+                    }
+                    return Effect.succeed(undefined)
+                  }
+                  default:
+                    return Effect.succeed(undefined)
+                }
+              })
             )
-      })
-    )
-}
+          )
+    })
+  )

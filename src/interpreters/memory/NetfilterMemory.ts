@@ -25,7 +25,7 @@ export class Kernel {
   }
 }
 
-const make = (kernel: Kernel, faults: FaultPlan): Netfilter["Service"] =>
+export const make = (kernel: Kernel, faults: FaultPlan): Netfilter["Service"] =>
   Netfilter.of({
     usable: (b) => Effect.sync(() => kernel.usable[b]),
     list: (b) =>
@@ -83,9 +83,5 @@ const make = (kernel: Kernel, faults: FaultPlan): Netfilter["Service"] =>
         )
   })
 
-export const NetfilterMemory = {
-  /** The service itself, for a world that shares it with a committer built once. */
-  make,
-  layer: (kernel: Kernel, faults: FaultPlan): Layer.Layer<Netfilter> =>
-    Layer.succeed(Netfilter, make(kernel, faults))
-}
+export const layer = (kernel: Kernel, faults: FaultPlan): Layer.Layer<Netfilter> =>
+  Layer.succeed(Netfilter, make(kernel, faults))

@@ -31,32 +31,30 @@ export class NodeModel {
   }
 }
 
-const fail = (what: string) => Effect.fail(new NodeFactsError({ message: `${what} failed (injected)` }))
+const fail = (what: string) => Effect.fail(new NodeFactsError({ msg: `${what} failed (injected)` }))
 
-export const NodeFactsMemory = {
-  layer: (node: NodeModel): Layer.Layer<NodeFacts> =>
-    Layer.succeed(
-      NodeFacts,
-      NodeFacts.of({
-        sysctl: (path) =>
-          Effect.suspend(() =>
-            node.failing.has("sysctl") ? fail("sysctl") : Effect.succeed(node.sysctls.get(path.join("/")))
-          ),
-        routeInterface: (ip) =>
-          Effect.suspend(() =>
-            node.failing.has("route") ? fail("ip route get") : Effect.succeed(node.routes.get(ip))
-          ),
-        mainDefaultInterfaces: (family) =>
-          Effect.suspend(() =>
-            node.failing.has("route") ? fail("ip route show") : Effect.succeed(node.mainDefault[family])
-          ),
-        netfilterInventory: Effect.suspend(() =>
-          node.failing.has("inventory") ? fail("iptables-save") : Effect.succeed(node.inventory)
+export const layer = (node: NodeModel): Layer.Layer<NodeFacts> =>
+  Layer.succeed(
+    NodeFacts,
+    NodeFacts.of({
+      sysctl: (path) =>
+        Effect.suspend(() =>
+          node.failing.has("sysctl") ? fail("sysctl") : Effect.succeed(node.sysctls.get(path.join("/")))
         ),
-        fileExists: (path) => Effect.sync(() => node.files.has(path)),
-        ciliumStatus: Effect.suspend(() =>
-          node.failing.has("cilium") ? fail("cilium-dbg") : Effect.succeed(node.cilium)
-        )
-      })
-    )
-}
+      routeInterface: (ip) =>
+        Effect.suspend(() =>
+          node.failing.has("route") ? fail("ip route get") : Effect.succeed(node.routes.get(ip))
+        ),
+      mainDefaultInterfaces: (family) =>
+        Effect.suspend(() =>
+          node.failing.has("route") ? fail("ip route show") : Effect.succeed(node.mainDefault[family])
+        ),
+      netfilterInventory: Effect.suspend(() =>
+        node.failing.has("inventory") ? fail("iptables-save") : Effect.succeed(node.inventory)
+      ),
+      fileExists: (path) => Effect.sync(() => node.files.has(path)),
+      ciliumStatus: Effect.suspend(() =>
+        node.failing.has("cilium") ? fail("cilium-dbg") : Effect.succeed(node.cilium)
+      )
+    })
+  )

@@ -13,7 +13,7 @@ export interface NodeLockMemoryOptions {
 }
 
 /** One lock: every call given this service excludes every other, as on one node. */
-const makeUnsafe = (options: NodeLockMemoryOptions = {}): NodeLock["Service"] => {
+export const makeUnsafe = (options: NodeLockMemoryOptions = {}): NodeLock["Service"] => {
   const sem = Semaphore.makeUnsafe(1)
   const timeout = options.timeout ?? "30 seconds"
   return NodeLock.of({
@@ -39,10 +39,8 @@ const makeUnsafe = (options: NodeLockMemoryOptions = {}): NodeLock["Service"] =>
   })
 }
 
-export const NodeLockMemory = {
-  makeUnsafe,
-  /** A fresh lock each time the layer is built. */
-  layer: Layer.sync(NodeLock, () => makeUnsafe()),
-  layerWith: (options: NodeLockMemoryOptions): Layer.Layer<NodeLock> =>
-    Layer.sync(NodeLock, () => makeUnsafe(options))
-}
+/** A fresh lock each time the layer is built. */
+export const layer = Layer.sync(NodeLock, () => makeUnsafe())
+
+export const layerWith = (options: NodeLockMemoryOptions): Layer.Layer<NodeLock> =>
+  Layer.sync(NodeLock, () => makeUnsafe(options))

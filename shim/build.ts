@@ -8,7 +8,7 @@
  * needs no emulation. The build cache lives in the git-ignored .tools/go-cache, so a fresh clone
  * builds without a configured Go environment.
  *
- * Usage: node scripts/buildShim.ts [--arch amd64|arm64] [--out PATH]
+ * Usage: node shim/build.ts [--arch amd64|arm64] [--out PATH]
  *        (default: amd64, dist/tenant-routing-wrapper-shim)
  */
 import { execFile } from "node:child_process"
