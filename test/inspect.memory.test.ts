@@ -7,9 +7,11 @@ import { Effect, Layer, Logger } from "effect"
 import { assert } from "vitest"
 import { makeRecord } from "../src/domain/datapath/AttachmentRecord.ts"
 import { type Attachment, legacyTag, ownerTag } from "../src/domain/datapath/Owner.ts"
-import { AttachmentStoreMemory, Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import * as AttachmentStoreMemory from "../src/interpreters/memory/AttachmentStoreMemory.ts"
+import { Records } from "../src/interpreters/memory/AttachmentStoreMemory.ts"
 import { FaultPlan } from "../src/interpreters/memory/Faults.ts"
-import { Kernel, NetfilterMemory } from "../src/interpreters/memory/NetfilterMemory.ts"
+import * as NetfilterMemory from "../src/interpreters/memory/NetfilterMemory.ts"
+import { Kernel } from "../src/interpreters/memory/NetfilterMemory.ts"
 import { formatInspect, type InspectedEntry, inspect } from "../src/programs/inspect.ts"
 
 const DIR = "/state"
@@ -28,13 +30,18 @@ const node = () => {
     AttachmentStoreMemory.layer(records, faults),
     Logger.layer([capture])
   )
-  const put = (a: Attachment, tenant: string | null) => {
+  const put = (
+    a: Attachment,
+    tenant: string | null,
+    pod?: { readonly namespace: string; readonly name: string; readonly uid?: string }
+  ) => {
     const r = makeRecord(
       a,
       tenant === null ? null : { name: tenant, mark: 0x10 },
       0x30,
       ["10.0.0.1"],
-      "nftables"
+      "nftables",
+      pod
     )
     records.byPath.set(Records.path(DIR, a), r)
   }
@@ -53,7 +60,7 @@ describe("inspect", () => {
   it.effect("names a hashed tag's attachment and tenant from its record", () =>
     Effect.gen(function* () {
       const w = node()
-      w.put(hashed, "tenant-b")
+      w.put(hashed, "tenant-b", { namespace: "ns", name: "web", uid: "u-1" })
       w.kernel.entries.nftables = [entry("10.0.0.7", 0x10, ownerTag(hashed))]
       const rows = yield* inspect(DIR, undefined).pipe(Effect.provide(w.layer))
       assert.deepStrictEqual(rows, [
@@ -64,7 +71,8 @@ describe("inspect", () => {
           ifname: "eth1",
           ip: "10.0.0.7",
           tenant: "tenant-b",
-          mark: "0x10"
+          mark: "0x10",
+          pod: { namespace: "ns", name: "web", uid: "u-1" }
         }
       ])
       assert.deepStrictEqual(w.logs, [])
@@ -84,7 +92,8 @@ describe("inspect", () => {
           ifname: "eth0",
           ip: "10.0.0.8",
           tenant: null,
-          mark: "0xffffffff"
+          mark: "0xffffffff",
+          pod: null
         }
       ])
     })
@@ -164,6 +173,23 @@ describe("inspect", () => {
     })
   )
 
+  it.effect("shows a record's pod with a null uid when the record has none, and null without a pod", () =>
+    Effect.gen(function* () {
+      const w = node()
+      w.put(hashed, "tenant-b", { namespace: "ns", name: "web" })
+      w.put(plain, "tenant-a")
+      w.kernel.entries.nftables = [
+        entry("10.0.0.4", 0x10, ownerTag(hashed)),
+        entry("10.0.0.5", 0x10, ownerTag(plain))
+      ]
+      const rows = yield* inspect(DIR, "nftables").pipe(Effect.provide(w.layer))
+      assert.deepStrictEqual(
+        rows.map((r) => r.pod),
+        [{ namespace: "ns", name: "web", uid: null }, null]
+      )
+    })
+  )
+
   it.effect("ignores records of another state directory", () =>
     Effect.gen(function* () {
       const w = node()
@@ -178,7 +204,7 @@ describe("inspect", () => {
 
 describe("formatInspect", () => {
   it("prints only the header for no entries", () => {
-    assert.strictEqual(formatInspect([]), "BACKEND  NETWORK  CONTAINER  IFNAME  IP  TENANT  MARK")
+    assert.strictEqual(formatInspect([]), "BACKEND  NETWORK  CONTAINER  IFNAME  POD  IP  TENANT  MARK")
   })
 
   it("aligns columns to the widest cell, cuts container ids to 12, shows ? and - for unknowns", () => {
@@ -190,7 +216,8 @@ describe("formatInspect", () => {
         ifname: "eth0",
         ip: "10.0.0.1",
         tenant: "tenant-a",
-        mark: "0x10"
+        mark: "0x10",
+        pod: { namespace: "ns", name: "web", uid: null }
       },
       {
         backend: "iptables",
@@ -199,15 +226,16 @@ describe("formatInspect", () => {
         ifname: null,
         ip: "fd00::1",
         tenant: null,
-        mark: "0xffffffff"
+        mark: "0xffffffff",
+        pod: null
       }
     ]
     assert.strictEqual(
       formatInspect(rows),
       [
-        "BACKEND   NETWORK         CONTAINER     IFNAME  IP        TENANT    MARK",
-        "nftables  a-long-network  0123456789ab  eth0    10.0.0.1  tenant-a  0x10",
-        "iptables  ?               ?             ?       fd00::1   -         0xffffffff"
+        "BACKEND   NETWORK         CONTAINER     IFNAME  POD     IP        TENANT    MARK",
+        "nftables  a-long-network  0123456789ab  eth0    ns/web  10.0.0.1  tenant-a  0x10",
+        "iptables  ?               ?             ?       -       fd00::1   -         0xffffffff"
       ].join("\n")
     )
   })

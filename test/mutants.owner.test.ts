@@ -35,7 +35,7 @@ describe("owner tags at the edges", () => {
     const over = ofLength(121)
     assert.match(ownerTag(over), /^h:[0-9a-f]{16}:[0-9a-f]{32}$/)
     assert.match(legacyTag(over)!, /^h:[0-9a-f]{32}$/)
-    assert.deepStrictEqual(tagsOf(over), [ownerTag(over), legacyTag(over)])
+    assert.deepStrictEqual(tagsOf(over), [ownerTag(over), legacyTag(over)!])
     assert.strictEqual(ownerTag(over).slice(2, 18), networkHash("n"))
     assert.strictEqual(ownerTag(over).slice(19), legacyTag(over)!.slice(2))
   })
