@@ -134,6 +134,14 @@ describe("reading the pod and its namespace", () => {
     assert.strictEqual(w.faults.count("api.pods"), 0)
   })
 
+  it("with only the pod name in CNI_ARGS the pod is not read", async () => {
+    const w = world()
+    const env = { ...cniEnv("ADD", pod), CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAME=p" }
+    const out = await w.run(env, originalConf())
+    assert.strictEqual(out.exitCode, 0, out.stdout)
+    assert.strictEqual(w.faults.count("api.pods"), 0)
+  })
+
   it("without a kubeconfig the API is never used", async () => {
     const w = world()
     const conf = originalConf()
