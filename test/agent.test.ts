@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Metric, Scope } from "effect"
+import { Cause, Deferred, Effect, Exit, Metric, Result, Scope } from "effect"
 import * as fc from "fast-check"
 import type { AgentOptions } from "../bin/agent.ts"
 import { parseHostPort } from "../bin/agentCli.ts"
@@ -79,10 +79,10 @@ describe("agent protocol, server in process", () => {
         (env, stdin) => {
           const body = requestFrame(env, Buffer.from(stdin)).subarray(4)
           const decoded = decodeRequest(body)
-          assert.ok("request" in decoded)
+          if (Result.isFailure(decoded)) return assert.fail(decoded.failure.error)
           const expected = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("CNI_")))
-          assert.deepStrictEqual({ ...decoded.request.env }, expected)
-          assert.deepStrictEqual(Buffer.from(decoded.request.stdin), Buffer.from(stdin))
+          assert.deepStrictEqual({ ...decoded.success.env }, expected)
+          assert.deepStrictEqual(Buffer.from(decoded.success.stdin), Buffer.from(stdin))
         }
       ),
       { numRuns: 200 }
