@@ -91,8 +91,9 @@ const runCniMode = async (): Promise<void> => {
   try {
     invocation = await import("../src/domain/cni/Invocation.ts")
     stdin = await readStdin(invocation.MAX_STDIN_BYTES)
-    const [{ Effect, Layer }, { runCni }, { loggingFor, stderrLogging }, live] = await Promise.all([
-      import("effect"),
+    const [Effect, Layer, { runCni }, { loggingFor, stderrLogging }, live] = await Promise.all([
+      import("effect/Effect"),
+      import("effect/Layer"),
       import("../src/programs/dispatch.ts"),
       import("../src/interpreters/live/Logging.ts"),
       liveLayers()
@@ -166,7 +167,8 @@ if (startupSnapshot.isBuildingSnapshot()) {
   // Only module initialisation happens here; no stdio, environment or clock is read.
   startupSnapshot.setDeserializeMainFunction(start)
   void Promise.all([
-    import("effect"),
+    import("effect/Effect"),
+    import("effect/Layer"),
     import("../src/programs/dispatch.ts"),
     import("../src/interpreters/live/Logging.ts"),
     liveLayers()

@@ -5,8 +5,11 @@
  * create's mode), and are renamed over the target; then the directory is synced so the rename is
  * durable. On failure the temporary file is removed. Every file this project writes goes through here.
  */
-import { Effect, FileSystem, Path, Random } from "effect"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import type { PlatformError } from "effect/PlatformError"
+import * as Random from "effect/Random"
 
 export interface AtomicWriteOptions {
   readonly mode: number

@@ -19,8 +19,12 @@
  * Paths written into files are host paths; `hostRoot` is where the host's filesystem is mounted.
  */
 
-import { Data, Effect, FileSystem, Path, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import type { PlatformError } from "effect/PlatformError"
+import * as Result from "effect/Result"
 import { cniChainingIssue, conflistsBefore } from "../domain/install/CiliumChaining.ts"
 import { renderConflist, withTenants } from "../domain/install/Conflist.ts"
 import { kubeconfigYaml } from "../domain/install/Kubeconfig.ts"

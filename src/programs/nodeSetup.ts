@@ -12,7 +12,9 @@
  * only when asked (`writeRtTables`), written atomically.
  */
 
-import { Effect, FileSystem, Path } from "effect"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import type { NodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
 import { Routing, RoutingError } from "../domain/node-setup/Routing.ts"
 import {

@@ -16,7 +16,12 @@
  */
 import { closeSync, fstatSync, mkdirSync, openSync, renameSync, statSync, writeSync } from "node:fs"
 import { dirname } from "node:path"
-import { Effect, Layer, Logger, type LogLevel, References, Result } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import type * as LogLevel from "effect/LogLevel"
+import * as References from "effect/References"
+import * as Result from "effect/Result"
 // The settings come from the call's config; dispatch owns their shape (type-only: nothing loaded).
 import type { LogSettings } from "../../programs/dispatch.ts"
 
