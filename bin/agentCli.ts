@@ -4,8 +4,9 @@
  * another subcommand pays for the agent's modules. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 not
  * started, 2 usage (a bad flag, `--kubeconfig` without a node name, an unusable kubeconfig).
  */
-import { Effect } from "effect"
+
 import { Command, Flag } from "effect/cli"
+import * as Effect from "effect/Effect"
 import { DEFAULT_AGENT_SOCKET } from "../src/interpreters/live/AgentServer.ts"
 import type { AgentOptions } from "./agent.ts"
 import { stringFlag, usageError } from "./cliSupport.ts"

@@ -11,8 +11,12 @@ import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { format } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import { Cause, Console, Effect, Exit, Layer } from "effect"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
 import { CliConfig, CliError, CliOutput, Command, GlobalFlag } from "effect/cli"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import { type AgentCliEnv, agentCommand } from "./agentCli.ts"
 import {
   CliExit,

@@ -3,8 +3,10 @@
  * error style, `tenant-routing <subcommand>: <what is wrong; what to do>` on stderr, and its
  * exit codes — 0 done, 1 failed, 2 usage (a flag, or an input file the operator must fix).
  */
-import { Context, Data, Effect } from "effect"
+import * as Context from "effect/Context"
 import { Flag } from "effect/cli"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 
 export const PROGRAM = "tenant-routing"
 

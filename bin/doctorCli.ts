@@ -4,8 +4,10 @@
  * any check fails, 2 for a usage error. Doctor never changes the node and never stops at a fact it
  * cannot read: that becomes a check result, so the only failures here are doctor's own.
  */
-import { Effect, Layer } from "effect"
+
 import { Command, Flag } from "effect/cli"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import type { ChildProcessSpawner } from "effect/process"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
 import type { Netfilter } from "../src/domain/datapath/Netfilter.ts"

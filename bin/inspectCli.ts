@@ -3,8 +3,10 @@
  * backends (or one), joined with the attachment records, as a table or JSON. Exit 0 listed, 1 the
  * entries or records could not be read, 2 usage. Read-only; it takes no lock.
  */
-import { Effect, Layer } from "effect"
+
 import { Command, Flag } from "effect/cli"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { BACKENDS, DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
 import type { Netfilter } from "../src/domain/datapath/Netfilter.ts"

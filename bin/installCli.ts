@@ -5,8 +5,9 @@
  * or invalid, or a conflist `cilium-cni` would refuse.
  */
 import { dirname, join } from "node:path"
-import { Effect, type Layer } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
 import type { NodeSource } from "../src/domain/install/NodeSource.ts"
 import * as NodesKubernetes from "../src/interpreters/live/NodesKubernetes.ts"
 import { formatInstall, INSTALL_DEFAULTS, install, SHIM_NAME } from "../src/programs/install.ts"

@@ -4,9 +4,13 @@
  * reported), 1 applying failed, 2 usage — a bad flag, or a tenants file that is missing or invalid
  * (each problem named by its field, all at once). Nothing reaches routing before the file is valid.
  */
-import { Effect, FileSystem, type Layer, Result } from "effect"
+
 import { Command } from "effect/cli"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import type * as Layer from "effect/Layer"
 import type { ChildProcessSpawner } from "effect/process"
+import * as Result from "effect/Result"
 import { formatIssues } from "../src/domain/decode/Issue.ts"
 import { DEFAULT_TENANTS_FILE, decodeNodeSetupConfigJson } from "../src/domain/node-setup/NodeSetupConfig.ts"
 import type { Routing } from "../src/domain/node-setup/Routing.ts"

@@ -91,8 +91,9 @@ const runCniMode = async (): Promise<void> => {
   try {
     invocation = await import("../src/domain/cni/Invocation.ts")
     stdin = await readStdin(invocation.MAX_STDIN_BYTES)
-    const [{ Effect, Layer }, { runCni }, { loggingFor, stderrLogging }, live] = await Promise.all([
-      import("effect"),
+    const [Effect, Layer, { runCni }, { loggingFor, stderrLogging }, live] = await Promise.all([
+      import("effect/Effect"),
+      import("effect/Layer"),
       import("../src/programs/dispatch.ts"),
       import("../src/interpreters/live/Logging.ts"),
       liveLayers()
@@ -166,11 +167,38 @@ if (startupSnapshot.isBuildingSnapshot()) {
   // Only module initialisation happens here; no stdio, environment or clock is read.
   startupSnapshot.setDeserializeMainFunction(start)
   void Promise.all([
-    import("effect"),
+    import("effect/Effect"),
+    import("effect/Layer"),
     import("../src/programs/dispatch.ts"),
     import("../src/interpreters/live/Logging.ts"),
-    liveLayers()
-  ])
+    liveLayers(),
+    import("../src/domain/cni/Invocation.ts")
+  ]).then(([, , , , , invocation]) => {
+    // Warm the hot path: decoding a call (env, stdin, the config and a prevResult through their
+    // Schemas) is pure, so run it once on a made-up ADD; the functions it compiles are in the
+    // snapshot, and a pod's call does not compile them again.
+    const conf = {
+      cniVersion: "1.0.0",
+      name: "warm-up",
+      type: "tenant-routing-wrapper",
+      backend: "nftables",
+      runtimeConfig: { "io.kubernetes.cri.pod-annotations": { "tenant.routing/fwmark": "tenant-a" } },
+      prevResult: {
+        cniVersion: "1.0.0",
+        interfaces: [{ name: "eth0", sandbox: "/var/run/netns/warm" }],
+        ips: [{ address: "10.0.0.2/24", interface: 0 }]
+      }
+    }
+    const env = {
+      CNI_COMMAND: "ADD",
+      CNI_CONTAINERID: "warm",
+      CNI_NETNS: "/var/run/netns/warm",
+      CNI_IFNAME: "eth0",
+      CNI_ARGS: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=warm",
+      CNI_PATH: "/opt/cni/bin"
+    }
+    invocation.decodeInvocation(env, new TextEncoder().encode(JSON.stringify(conf)))
+  })
 } else {
   start()
 }

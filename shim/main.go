@@ -85,8 +85,10 @@ func stringKey(doc map[string]json.RawMessage, key, otherwise string) string {
 
 // dialAgent connects and waits for the greeting; the connection and the greeting share one deadline.
 func dialAgent(path string) (*net.UnixConn, error) {
-	if strings.HasPrefix(path, "@") {
-		path = "./" + path // Go would take a leading '@' for Linux's abstract namespace: this is a path
+	if !filepath.IsAbs(path) {
+		// The config decoder refuses it (code 7); the program says so. Never a relative path, and
+		// never '@', which Go would take for Linux's abstract namespace.
+		return nil, fmt.Errorf("agentSocket %q is not an absolute path", path)
 	}
 	deadline := time.Now().Add(greetingWait)
 	c, err := (&net.Dialer{Deadline: deadline}).Dial("unix", path)

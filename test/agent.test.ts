@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Metric, Scope } from "effect"
+import { Cause, Deferred, Effect, Exit, Metric, Result, Scope } from "effect"
 import * as fc from "fast-check"
 import type { AgentOptions } from "../bin/agent.ts"
 import { parseHostPort } from "../bin/agentCli.ts"
@@ -79,10 +79,10 @@ describe("agent protocol, server in process", () => {
         (env, stdin) => {
           const body = requestFrame(env, Buffer.from(stdin)).subarray(4)
           const decoded = decodeRequest(body)
-          assert.ok("request" in decoded)
+          if (Result.isFailure(decoded)) return assert.fail(decoded.failure.error)
           const expected = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("CNI_")))
-          assert.deepStrictEqual({ ...decoded.request.env }, expected)
-          assert.deepStrictEqual(Buffer.from(decoded.request.stdin), Buffer.from(stdin))
+          assert.deepStrictEqual({ ...decoded.success.env }, expected)
+          assert.deepStrictEqual(Buffer.from(decoded.success.stdin), Buffer.from(stdin))
         }
       ),
       { numRuns: 200 }
@@ -687,17 +687,32 @@ describe("agent --kubeconfig: the watch cache behind readiness and metrics", () 
         sample((await httpGet(port, "/metrics")).body, 'tenant_routing_agent_cache_synced{resource="pods"}'),
         0
       )
-      await waitReady(port)
-      const body = (await httpGet(port, "/metrics")).body
-      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 1)
-      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="namespaces"}'), 1)
-      assert.strictEqual(
-        sample(body, 'tenant_routing_agent_cache_objects{resource="pods"}'),
-        1,
-        "only this node's pods"
-      )
-      assert.strictEqual(sample(body, 'tenant_routing_agent_cache_objects{resource="namespaces"}'), 2)
-      assert.strictEqual(sample(body, "tenant_routing_agent_ready"), 1)
+      // Ready also when a cache failed once (its reads then go to the API), and an informer that
+      // re-lists (a watch ended) is unsynced for a moment: judge the synced state the cache settles
+      // in, retrying the whole observation until it holds or 30 s have passed.
+      const settled = async () => {
+        const body = (await httpGet(port, "/metrics")).body
+        assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 1)
+        assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="namespaces"}'), 1)
+        assert.strictEqual(
+          sample(body, 'tenant_routing_agent_cache_objects{resource="pods"}'),
+          1,
+          "only this node's pods"
+        )
+        assert.strictEqual(sample(body, 'tenant_routing_agent_cache_objects{resource="namespaces"}'), 2)
+        assert.strictEqual(sample(body, "tenant_routing_agent_ready"), 1)
+        assert.strictEqual(await readyz(port), 200)
+      }
+      const until = Date.now() + 30_000
+      for (;;) {
+        try {
+          await settled()
+          break
+        } catch (e) {
+          if (Date.now() > until) throw e
+          await new Promise((r) => setTimeout(r, 200))
+        }
+      }
       a.child.kill("SIGTERM")
       assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
     } finally {

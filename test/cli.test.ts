@@ -43,6 +43,19 @@ const FLAGS: Readonly<Record<string, ReadonlyArray<string>>> = {
   ],
   inspect: ["--backend", "--state-dir", "--json"],
   doctor: ["--config", "--json"],
+  uninstall: [
+    "--host-root",
+    "--cni-bin-dir",
+    "--cni-conf-dir",
+    "--conflist-name",
+    "--credentials-dir",
+    "--state-dir",
+    "--cni-cache-dir",
+    "--tenants",
+    "--force",
+    "--json"
+  ],
+  agent: ["--socket", "--kubeconfig", "--node-name", "--tenants", "--metrics-address"],
   version: ["--json"]
 }
 

@@ -2,7 +2,7 @@
  * What every verb receives: the validated environment and config of one call, and helpers shared by
  * the verbs — the attachment it concerns and the backend `auto` stands for on this node.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { CniEnv } from "../domain/cni/CniEnv.ts"
 import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"

@@ -9,7 +9,11 @@
  *
  * Observing is all this does: every wrapped method returns exactly what the real one returned.
  */
-import { Effect, Logger, type LogLevel, Result, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import type * as LogLevel from "effect/LogLevel"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { CniResult, podIps } from "../domain/cni/CniResult.ts"
 import { Delegate } from "../domain/cni/Delegate.ts"
 import type { AttachmentRecord } from "../domain/datapath/AttachmentRecord.ts"

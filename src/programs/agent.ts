@@ -15,7 +15,10 @@
  * The handler never fails: a defect that escapes `runCni` is answered as code 999, like the
  * standalone executable's last resort.
  */
-import { Cause, Effect, Layer, type Scope } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import { unexpectedError } from "../domain/cni/CniError.ts"
 import { replyVersionOf } from "../domain/cni/Invocation.ts"
 import { committerLayer } from "./committer.ts"

@@ -17,7 +17,9 @@
  *
  * Verb and code come from the call's env and answer only (bounded sets), never from pod names.
  */
-import { Clock, Effect, Metric } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import { BACKENDS } from "../domain/cni/Config.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"
 import type { CallHandler } from "./agent.ts"

@@ -19,18 +19,16 @@
  * Drift: a periodic run over an unchanged file should find nothing to do; the changes it makes anyway
  * are routing edited behind our back, counted in `tenant_routing_agent_node_setup_drift_total`.
  */
-import {
-  Deferred,
-  type Duration,
-  Effect,
-  FileSystem,
-  Metric,
-  Path,
-  Queue,
-  Result,
-  type Scope,
-  Stream
-} from "effect"
+import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Metric from "effect/Metric"
+import * as Path from "effect/Path"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { formatIssues } from "../domain/decode/Issue.ts"
 import { sha256Hex } from "../domain/net/Sha256.ts"
 import { decodeNodeSetupConfigJson, type NodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"

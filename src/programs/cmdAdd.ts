@@ -7,7 +7,9 @@
  * ran (its own failure to answer usefully included) removes what this call installed, runs the
  * delegate DEL, and returns the error.
  */
-import { Effect, Result, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { CniResult, convertResult, podIps } from "../domain/cni/CniResult.ts"
 import { type CniFailure, DelegateFailed, InvalidConfig, type TryAgainLater } from "../domain/cni/Errors.ts"
 import { podRefOf } from "../domain/datapath/AttachmentRecord.ts"

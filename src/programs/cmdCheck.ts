@@ -2,7 +2,7 @@
  * CHECK (docs/DESIGN.md §5): the delegate's own CHECK, then the state record against the kernel, without
  * the Kubernetes API — a changed annotation takes effect at the next pod start, not here.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { podIps } from "../domain/cni/CniResult.ts"
 import { atLeast, CHECK_SINCE } from "../domain/cni/CniVersion.ts"
 import { Drift, IncompatibleVersion, InvalidConfig } from "../domain/cni/Errors.ts"

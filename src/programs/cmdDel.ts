@@ -4,7 +4,7 @@
  * generally complete a DEL action without error even if some resources are missing"): nothing present
  * is success, no prevResult is fine, and the Kubernetes API is never consulted.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { ownerTag } from "../domain/datapath/Owner.ts"
 import { attachmentOf, type Call, type Outcome } from "./Call.ts"
 import { detach } from "./datapath.ts"

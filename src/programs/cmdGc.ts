@@ -3,7 +3,7 @@
  * `cni.dev/valid-attachments`, in both backends; other networks are never touched. Then the
  * delegate's GC, when it speaks 1.1.0.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { atLeast, GC_STATUS_SINCE } from "../domain/cni/CniVersion.ts"
 import { VALID_ATTACHMENTS_KEY } from "../domain/cni/Config.ts"
 import { IncompatibleVersion, InvalidConfig } from "../domain/cni/Errors.ts"

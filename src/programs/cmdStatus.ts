@@ -2,7 +2,7 @@
  * STATUS (CNI 1.1): can this node serve ADD? Our part is the netfilter backend the config would use;
  * the delegate answers for itself when it speaks 1.1.0.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { atLeast, GC_STATUS_SINCE } from "../domain/cni/CniVersion.ts"
 import { IncompatibleVersion, NotAvailable } from "../domain/cni/Errors.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"

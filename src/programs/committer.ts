@@ -6,7 +6,10 @@
  * nobody. The agent shares one committer among its calls; a standalone call makes its own and
  * commits a queue of one through the same code.
  */
-import { Deferred, Effect, Exit, Layer } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import type { Backend } from "../domain/cni/Config.ts"
 import { BACKENDS } from "../domain/cni/Config.ts"
 import type { NetfilterFailed, TryAgainLater } from "../domain/cni/Errors.ts"

@@ -9,7 +9,8 @@
  * names only entries that are in place; DEL's entries and record are gone before its delegate DEL
  * runs, since `detach` returns only once they are committed).
  */
-import { Effect, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { Backend, PluginConfig } from "../domain/cni/Config.ts"
 import type { NetfilterFailed, StateFailed, TryAgainLater } from "../domain/cni/Errors.ts"
 import { makeRecord, type PodRef } from "../domain/datapath/AttachmentRecord.ts"

@@ -3,7 +3,8 @@
  * runtimeConfig, prevResult), negotiating the version for 1.1.0 configs, and the verbs as calls of
  * the one `Delegate.run` primitive.
  */
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type { Command } from "../domain/cni/CniEnv.ts"
 import { type CniResult, convertResult } from "../domain/cni/CniResult.ts"
 import { atLeast, GC_STATUS_SINCE, highestCommon, SUPPORTED_VERSIONS } from "../domain/cni/CniVersion.ts"

@@ -5,7 +5,12 @@
  * Every call logs exactly one line (verb, ids, tenant, mark, IPs, backend, duration, outcome, code),
  * failed or not, with what the verb logged on the way inside it (CallLog.ts).
  */
-import { Cause, Clock, Effect, type Layer, LogLevel, Result } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import * as LogLevel from "effect/LogLevel"
+import * as Result from "effect/Result"
 import type { Command } from "../domain/cni/CniEnv.ts"
 import { toCniError, unexpectedError } from "../domain/cni/CniError.ts"
 import type { PluginConfig } from "../domain/cni/Config.ts"

@@ -11,7 +11,9 @@
  * hides the other checks. Doctor does not take the node lock (it must never delay a pod start), so
  * an ADD or DEL running at the same moment can show as a stale entry or record: run it again.
  */
-import { Effect, FileSystem, Path } from "effect"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import { type Backend, DEFAULT_STATE_DIR } from "../domain/cni/Config.ts"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import { Netfilter } from "../domain/datapath/Netfilter.ts"

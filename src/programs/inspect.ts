@@ -4,7 +4,7 @@
  * the record names (null when it names none: no CNI_ARGS pod, an older record, or no record). An
  * unreadable record is reported (a warning with its reason on stderr) and the rest is still shown.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { Backend } from "../domain/cni/Config.ts"
 import { BACKENDS } from "../domain/cni/Config.ts"
 import { AttachmentStore, type RecordListing } from "../domain/datapath/AttachmentStore.ts"

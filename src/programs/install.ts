@@ -18,13 +18,19 @@
  * soon as it appears — the conflist; finally warn about CNI configs that would win over ours.
  * Paths written into files are host paths; `hostRoot` is where the host's filesystem is mounted.
  */
-import { Data, Effect, FileSystem, Path, Random, Result } from "effect"
+
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import type { PlatformError } from "effect/PlatformError"
+import * as Result from "effect/Result"
 import { cniChainingIssue, conflistsBefore } from "../domain/install/CiliumChaining.ts"
 import { renderConflist, withTenants } from "../domain/install/Conflist.ts"
 import { kubeconfigYaml } from "../domain/install/Kubeconfig.ts"
 import { NodeSource } from "../domain/install/NodeSource.ts"
 import { DEFAULT_TENANTS_FILE, decodeNodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
+import { replaceFileAtomic, writeFileAtomic } from "./atomicFile.ts"
 import { describeFileError } from "./fileError.ts"
 
 export interface InstallOptions {
@@ -85,8 +91,6 @@ export interface InstallReport {
 
 const failed = (message: string, usage = false) => new InstallFailed({ msg: message, usage })
 
-const tmpName = Effect.map(Random.nextInt, (n) => `.trw-${(n >>> 0).toString(36)}.tmp`)
-
 /** Writes `bytes` to `path` atomically; false when the file already had them. For small files. */
 const writeAtomic = Effect.fnUntraced(function* (
   path: string,
@@ -95,23 +99,12 @@ const writeAtomic = Effect.fnUntraced(function* (
   what: string
 ) {
   const fs = yield* FileSystem.FileSystem
-  const paths = yield* Path.Path
   const same = yield* fs.readFile(path).pipe(
     Effect.map((old) => old.length === bytes.length && old.every((b, i) => b === bytes[i])),
     Effect.orElseSucceed(() => false)
   )
   if (same) return false
-  const dir = paths.dirname(path)
-  const tmp = paths.join(dir, yield* tmpName)
-  const write = Effect.gen(function* () {
-    yield* fs.makeDirectory(dir, { recursive: true, mode: 0o755 })
-    yield* fs.writeFile(tmp, bytes, { mode })
-    // writeFile's mode is filtered by the umask; the installed file must have exactly `mode`.
-    yield* fs.chmod(tmp, mode)
-    yield* fs.rename(tmp, path)
-  })
-  yield* write.pipe(
-    Effect.onError(() => fs.remove(tmp, { force: true }).pipe(Effect.ignore)),
+  yield* writeFileAtomic(path, bytes, { mode, dirMode: 0o755 }).pipe(
     Effect.mapError((e: PlatformError) => failed(describeFileError(e, what, path, "", true)))
   )
   return true
@@ -153,33 +146,26 @@ const sameContent = (a: string, b: string) =>
 /** Copies the executable `from` to `to` atomically, streaming; false when `to` already had its bytes. */
 const copyExecutable = Effect.fnUntraced(function* (from: string, to: string, what: string, hint: string) {
   const fs = yield* FileSystem.FileSystem
-  const paths = yield* Path.Path
+  const _paths = yield* Path.Path
   // The source must be readable: a missing one is the operator's mistake (a flag), not a node problem.
   yield* fs.stat(from).pipe(Effect.mapError((e) => failed(describeFileError(e, what, from, hint), true)))
   if (yield* sameContent(from, to).pipe(Effect.orElseSucceed(() => false))) return false
-  const dir = paths.dirname(to)
-  const tmp = paths.join(dir, yield* tmpName)
-  const copy = Effect.scoped(
-    Effect.gen(function* () {
-      yield* fs.makeDirectory(dir, { recursive: true, mode: 0o755 })
-      const source = yield* fs.open(from, { flag: "r" })
-      const target = yield* fs.open(tmp, { flag: "wx", mode: 0o755 })
-      const buf = new Uint8Array(CHUNK)
-      for (;;) {
-        const n = yield* readChunk(source, buf)
-        if (n === 0) break
-        yield* target.writeAll(buf.subarray(0, n))
-      }
-      // On disk before the rename makes it the one the runtime executes.
-      yield* target.sync
-    })
-  ).pipe(
-    Effect.andThen(fs.chmod(tmp, 0o755)),
-    Effect.andThen(fs.rename(tmp, to)),
-    Effect.onError(() => fs.remove(tmp, { force: true }).pipe(Effect.ignore)),
+  // Streamed in chunks: a 120 MB executable never sits in memory.
+  const stream = (target: FileSystem.File) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const source = yield* fs.open(from, { flag: "r" })
+        const buf = new Uint8Array(CHUNK)
+        for (;;) {
+          const n = yield* readChunk(source, buf)
+          if (n === 0) break
+          yield* target.writeAll(buf.subarray(0, n))
+        }
+      })
+    )
+  yield* replaceFileAtomic(to, { mode: 0o755, dirMode: 0o755 }, stream).pipe(
     Effect.mapError((e: PlatformError) => failed(describeFileError(e, what, to, "", true)))
   )
-  yield* copy
   return true
 })
 

@@ -11,7 +11,10 @@
  * stopped, so the error says how far it got. Table and protocol names go to rt_tables and rt_protos.d
  * only when asked (`writeRtTables`), written atomically.
  */
-import { Effect, FileSystem, Path, Random } from "effect"
+
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import type { NodeSetupConfig } from "../domain/node-setup/NodeSetupConfig.ts"
 import { Routing, RoutingError } from "../domain/node-setup/Routing.ts"
 import {
@@ -35,6 +38,7 @@ import {
   tableNamesOf,
   tablesOf
 } from "../domain/node-setup/RoutingPlan.ts"
+import { writeFileAtomic } from "./atomicFile.ts"
 import { describeFileError } from "./fileError.ts"
 
 export type NodeSetupMode = "apply" | "remove"
@@ -93,17 +97,14 @@ const readCurrent = Effect.fnUntraced(function* (routing: Routing["Service"], wa
 const editRtTables = Effect.fnUntraced(
   function* (path: string, edit: (text: string) => RtTablesEdit, write: boolean, createIfMissing: boolean) {
     const fs = yield* FileSystem.FileSystem
-    const paths = yield* Path.Path
+    const _paths = yield* Path.Path
     const exists = yield* fs.exists(path)
     if (!exists && !createIfMissing) return { text: "", added: [], removed: [], conflicts: [] }
     const before = exists ? yield* fs.readFileString(path) : RT_TABLES_STOCK
     const result = edit(before)
     if (write && (result.text !== before || !exists)) {
-      // Temporary file and rename in the same directory, so ip never reads half a file.
-      yield* fs.makeDirectory(paths.dirname(path), { recursive: true })
-      const tmp = `${path}.trw-${(yield* Random.nextInt).toString(36)}.tmp`
-      yield* fs.writeFileString(tmp, result.text, { mode: 0o644 })
-      yield* fs.rename(tmp, path)
+      // ip must never read half a file.
+      yield* writeFileAtomic(path, result.text, { mode: 0o644, dirMode: 0o755 })
     }
     return result
   },
@@ -120,16 +121,13 @@ const editRtTables = Effect.fnUntraced(
 const editRtProtos = Effect.fnUntraced(
   function* (path: string, present: boolean, write: boolean) {
     const fs = yield* FileSystem.FileSystem
-    const paths = yield* Path.Path
+    const _paths = yield* Path.Path
     const exists = yield* fs.exists(path)
     const text = exists ? yield* fs.readFileString(path) : undefined
     const line = RT_PROTOS_TEXT.split("\n").find((l) => l !== "" && !l.startsWith("#"))!
     if (present && text !== RT_PROTOS_TEXT) {
       if (write) {
-        yield* fs.makeDirectory(paths.dirname(path), { recursive: true })
-        const tmp = `${path}.trw-${(yield* Random.nextInt).toString(36)}.tmp`
-        yield* fs.writeFileString(tmp, RT_PROTOS_TEXT, { mode: 0o644 })
-        yield* fs.rename(tmp, path)
+        yield* writeFileAtomic(path, RT_PROTOS_TEXT, { mode: 0o644, dirMode: 0o755 })
       }
       return [`${path}: + ${line}`]
     }

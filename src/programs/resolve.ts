@@ -4,7 +4,8 @@
  * except a 403 under `pinning: best-effort`, which means "no pinning" with a warning, and any failure
  * under `pinning: strict`, which is NamespaceUnreadable (never covered by failurePolicy open).
  */
-import { Effect, Result } from "effect"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import {
   NamespaceUnreadable,
   PinnedPodUnreadable,

@@ -12,7 +12,10 @@
  * Removing what is already gone succeeds, so a retry (the uninstall DaemonSet's init container runs
  * it until it completes) converges.
  */
-import { Data, Effect, FileSystem, Path } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Path from "effect/Path"
 import type { PlatformError } from "effect/PlatformError"
 import { AttachmentStore } from "../domain/datapath/AttachmentStore.ts"
 import type { Attachment } from "../domain/datapath/Owner.ts"

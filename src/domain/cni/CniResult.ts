@@ -4,7 +4,7 @@
  * on each IP ("4"/"6"), which is derived from the address on the way out and dropped on the way in.
  * Unknown keys on the result and its parts are kept, so a chained plugin's additions survive us.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { isCidr, isIp, parseCidr } from "../net/Ip.ts"
 import { atLeast, RESULT_1X_SINCE } from "./CniVersion.ts"
 

@@ -6,7 +6,8 @@
  * Both report every problem at once as `{path, message}` issues on an InvalidConfig (code 7); only an
  * unsupported `cniVersion` is code 1.
  */
-import { Result, Schema } from "effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { type Issue, schemaIssues } from "../decode/Issue.ts"
 import { isDnsLabel } from "../net/DnsNames.ts"
 import {

@@ -2,7 +2,8 @@
  * Running another CNI plugin: the delegate of wrapper mode. One primitive, `run`; the verbs are
  * conveniences derived from it in the programs, so a test interpreter implements only `run`.
  */
-import { Context, type Effect } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
 import type { Command } from "./CniEnv.ts"
 import type { DelegateError, DelegateFailed } from "./Errors.ts"
 

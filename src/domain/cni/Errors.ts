@@ -5,7 +5,7 @@
  * them into the `{cniVersion, code, msg, details}` document on stdout. Defects (bugs) are not here:
  * the entry point reports them as code 999 without pretending to know more.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 import { Issue } from "../decode/Issue.ts"
 

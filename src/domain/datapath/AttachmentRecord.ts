@@ -7,7 +7,7 @@
  * K8S_POD_UID); absent when it named none, and in records written before it existed, which still
  * decode. The uid tells a pod from a later one of the same name.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { BACKENDS, type Backend } from "../cni/Config.ts"
 import type { MarkEntry } from "./Entries.ts"
 import { type Attachment, ownerOf, ownerTag } from "./Owner.ts"

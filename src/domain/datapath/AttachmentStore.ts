@@ -8,7 +8,8 @@
  * left in place, so one bad file never stops GC, `inspect` or `doctor` for the rest. GC removes it
  * once its attachment is no longer valid; ADD overwrites it and DEL removes it.
  */
-import { Context, type Effect } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
 import type { StateFailed } from "../cni/Errors.ts"
 import type { AttachmentRecord } from "./AttachmentRecord.ts"
 import type { Attachment } from "./Owner.ts"

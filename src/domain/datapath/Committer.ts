@@ -20,7 +20,8 @@
  * A step without a plan (GC, whose decision reads the records) runs alone at its place in the order.
  * Standalone mode commits a queue of one: the same code path.
  */
-import { Context, type Effect } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
 import type { Backend } from "../cni/Config.ts"
 import type { NetfilterFailed, TryAgainLater } from "../cni/Errors.ts"
 import type { BackendEntries } from "./Check.ts"

@@ -3,7 +3,8 @@
  * only reads and applies; the planner (Entries.ts) decides. Callers hold NodeLock around every
  * read-then-apply.
  */
-import { Context, type Effect } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
 import type { Backend } from "../cni/Config.ts"
 import type { NetfilterFailed } from "../cni/Errors.ts"
 import type { Changes, MarkEntry } from "./Entries.ts"

@@ -3,7 +3,8 @@
  * Its live form must be released by the kernel when the holder dies, so a crashed call never wedges
  * the node.
  */
-import { Context, type Effect } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
 import type { NetfilterFailed, TryAgainLater } from "../cni/Errors.ts"
 
 export class NodeLock extends Context.Service<

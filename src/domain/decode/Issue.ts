@@ -3,7 +3,8 @@
  * it is, and what is wrong there. One type and one path spelling for every decoder, so the CNI
  * error's `details`, node-setup's report and install's refusal read alike: `tenants.a.gateways[1]`.
  */
-import { Schema, SchemaIssue } from "effect"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 
 export const Issue = Schema.Struct({ path: Schema.String, message: Schema.String })
 export type Issue = typeof Issue.Type

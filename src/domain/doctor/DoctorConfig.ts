@@ -6,7 +6,7 @@
  * check fails on each) and doctor goes on with the next source. Works on text handed to it: reading
  * the files is the program's job.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import { decodeConfig, type PluginConfig } from "../cni/Config.ts"
 import { formatIssues } from "../decode/Issue.ts"
 import { PLUGIN_TYPE } from "../install/Conflist.ts"

@@ -7,7 +7,9 @@
  * `doctor/Diagnose.ts` decides what the facts mean; interpreters only read them
  * (`live/NodeFactsLinux.ts` on /proc, iproute2, iptables-save and nft; `memory/NodeFactsMemory.ts`).
  */
-import { Context, type Effect, Schema } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type { Family } from "../net/Ip.ts"
 
 export class NodeFactsError extends Schema.TaggedError<NodeFactsError>()("NodeFactsError", {

@@ -12,7 +12,7 @@
  * puts that file's tenants and markMask into the plugin's entry, so the mark a pod gets (the conflist)
  * and the way the node routes it (node-setup) cannot drift apart.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import { decodeConfig } from "../cni/Config.ts"
 import { formatPath, type Issue } from "../decode/Issue.ts"
 import { isCidr } from "../net/Ip.ts"

@@ -9,7 +9,8 @@
  * form `ip -j` prints, so plans compare them as strings. Limits: link-local IPv6 gateways are refused,
  * since a route through one needs an interface and node-setup does not configure interfaces.
  */
-import { Result, Schema } from "effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { formatPath, type Issue, schemaIssues } from "../decode/Issue.ts"
 
 import { isDnsLabel } from "../net/DnsNames.ts"

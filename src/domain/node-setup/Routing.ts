@@ -7,7 +7,9 @@
  * it cannot fully model (they carry `other`), with the protocol the kernel keeps for each, so the
  * planner can tell ours (tagged with `OUR_PROTOCOL`) from foreign ones.
  */
-import { Context, type Effect, Schema } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type { Family } from "./NodeSetupConfig.ts"
 import type { Change, IpRule, Route } from "./RoutingPlan.ts"
 

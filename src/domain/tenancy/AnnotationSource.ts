@@ -3,7 +3,9 @@
  * delegate runs, so a broken one costs nothing); reads then report 404 as `undefined` and every
  * other failure as typed data, which the resolver maps to codes per docs/DESIGN.md §3.
  */
-import { Context, type Effect, Schema } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type { InvalidConfig, TryAgainLater } from "../cni/Errors.ts"
 
 export type Annotations = Readonly<Record<string, string>>

@@ -41,7 +41,11 @@
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { dirname } from "node:path"
-import { Data, Duration, Effect, FiberSet, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Result from "effect/Result"
 import { toCniError } from "../../domain/cni/CniError.ts"
 import { NEWEST_VERSION } from "../../domain/cni/CniVersion.ts"
 import { UndecodableInput } from "../../domain/cni/Errors.ts"
@@ -102,31 +106,38 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const isRecord = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
-/** A request frame's body, or why it is not one (with the stdin, when that much was readable). */
-export const decodeRequest = (
-  body: Uint8Array
-): { readonly request: AgentRequest } | { readonly error: string; readonly stdin?: Uint8Array } => {
+/** Why a frame is not a request, with its stdin when that much was readable (to answer in its version). */
+export interface UndecodableRequest {
+  readonly error: string
+  readonly stdin?: Uint8Array
+}
+
+/** A request frame's body as a request, or why it is not one. */
+export const decodeRequest = (body: Uint8Array): Result.Result<AgentRequest, UndecodableRequest> => {
   let doc: unknown
   try {
     doc = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body))
   } catch {
-    return { error: "the request frame is not UTF-8 JSON" }
+    return Result.fail({ error: "the request frame is not UTF-8 JSON" })
   }
-  if (!isRecord(doc)) return { error: "the request frame is not a JSON object" }
+  if (!isRecord(doc)) return Result.fail({ error: "the request frame is not a JSON object" })
   const stdin =
     typeof doc.stdin === "string" && BASE64.test(doc.stdin) ? Buffer.from(doc.stdin, "base64") : undefined
   const withStdin = stdin === undefined ? {} : { stdin }
   if (doc.v !== PROTOCOL_VERSION)
-    return { error: `protocol version ${JSON.stringify(doc.v)} is not ${PROTOCOL_VERSION}`, ...withStdin }
-  if (stdin === undefined) return { error: "stdin is not a base64 string" }
-  if (!isRecord(doc.env)) return { error: "env is not an object", ...withStdin }
+    return Result.fail({
+      error: `protocol version ${JSON.stringify(doc.v)} is not ${PROTOCOL_VERSION}`,
+      ...withStdin
+    })
+  if (stdin === undefined) return Result.fail({ error: "stdin is not a base64 string" })
+  if (!isRecord(doc.env)) return Result.fail({ error: "env is not an object", ...withStdin })
   const env: Record<string, string> = {}
   for (const [name, value] of Object.entries(doc.env)) {
     if (typeof value !== "string")
-      return { error: `env ${JSON.stringify(name.slice(0, 64))} is not a string`, ...withStdin }
+      return Result.fail({ error: `env ${JSON.stringify(name.slice(0, 64))} is not a string`, ...withStdin })
     if (name.startsWith("CNI_")) env[name] = value
   }
-  return { request: { env, stdin } }
+  return Result.succeed({ env, stdin })
 }
 
 /** The CNI error answering an undecodable request, in the cniVersion of its stdin when it has one. */
@@ -322,11 +333,11 @@ export const serve = Effect.fn("AgentServer.serve")(function* (
         return
       }
       const decoded = decodeRequest(frame.success)
-      if ("error" in decoded) yield* Effect.logWarning("agent request undecodable", { why: decoded.error })
-      const reply =
-        "error" in decoded
-          ? invalidRequestReply(decoded.error, decoded.stdin)
-          : yield* handler(decoded.request.env, decoded.request.stdin)
+      if (Result.isFailure(decoded))
+        yield* Effect.logWarning("agent request undecodable", { why: decoded.failure.error })
+      const reply = Result.isFailure(decoded)
+        ? invalidRequestReply(decoded.failure.error, decoded.failure.stdin)
+        : yield* handler(decoded.success.env, decoded.success.stdin)
       yield* writeAndEnd(socket, encodeReply(reply))
     }).pipe(
       Effect.catchCause((cause) => Effect.logError("agent connection failed", { cause: String(cause) })),

@@ -36,7 +36,10 @@ import { statSync } from "node:fs"
 import type * as Http from "node:http"
 import type * as Https from "node:https"
 import type { KubeConfig } from "@kubernetes/client-node/dist/config.js"
-import { Effect, Layer, Option, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { InvalidConfig, TryAgainLater } from "../../domain/cni/Errors.ts"
 import {
   type AnnotationReader,

@@ -59,7 +59,11 @@ import type {
   KubernetesObject,
   ListWatch
 } from "@kubernetes/client-node"
-import { Context, Duration, Effect, Layer, Queue } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
 import {
   type AnnotationReader,
   AnnotationSource,

@@ -2,9 +2,9 @@
  * The state records (src/domain/AttachmentStore.ts) as files: `<stateDir>/<network>/<containerId>/
  * <ifname>.json` (docs/DESIGN.md §4), directories 0700 and files 0600 (they name pods and tenants).
  *
- * A write is atomic and durable: the JSON goes to `<ifname>.json:tmp-<random>` in the same
- * directory, is fsynced, renamed over the record, and the directory is fsynced, so a reader (or a
- * reboot) sees the old record or the new one, never a torn one. `:` cannot occur in an interface name
+ * A write is atomic (src/programs/atomicFile.ts): the JSON goes to `<ifname>.json:tmp-<random>` in the
+ * same directory, is fsynced and renamed over the record, so a reader (or a reboot) sees the old
+ * record or the new one, never a torn one. `:` cannot occur in an interface name
  * (CNI spec), so a temporary file names exactly one attachment and is never taken for a record.
  * remove deletes the record, that attachment's temporary files (left by a crash mid-write) and the
  * container directory once empty; the network directory stays (it is shared and cheap).
@@ -15,10 +15,14 @@
  * Path components are checked (no `/`, NUL, `.` or `..`), though the config and env decoders
  * already enforce the CNI character rules, since they become paths.
  */
-import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { Effect, Layer, Result, Schema } from "effect"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { StateFailed } from "../../domain/cni/Errors.ts"
 import { AttachmentRecord } from "../../domain/datapath/AttachmentRecord.ts"
 import {
@@ -27,11 +31,13 @@ import {
   type UnreadableRecord
 } from "../../domain/datapath/AttachmentStore.ts"
 import type { Attachment } from "../../domain/datapath/Owner.ts"
+import { writeFileAtomic } from "../../programs/atomicFile.ts"
 
 const RECORD = ".json"
 const TMP = `${RECORD}:tmp-`
 
 const RecordJson = Schema.fromJsonString(AttachmentRecord)
+const fileServices = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer)
 
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code
 
@@ -86,38 +92,24 @@ const readRecord = (file: string, a: Attachment): Effect.Effect<AttachmentRecord
     Effect.flatMap((text) => (text === undefined ? Effect.succeed(undefined) : decodeFile(file, text, a)))
   )
 
-const fsyncDir = (dir: string) =>
-  io("syncing", dir, async () => {
-    const h = await fs.open(dir, "r")
-    try {
-      await h.sync()
-    } finally {
-      await h.close()
-    }
-  })
-
 const write = (stateDir: string, record: AttachmentRecord): Effect.Effect<void, StateFailed> =>
   Effect.gen(function* () {
     const dir = yield* dirOf(stateDir, record)
     const file = path.join(dir, `${record.ifname}${RECORD}`)
-    const tmp = path.join(dir, `${record.ifname}${TMP}${randomBytes(6).toString("hex")}`)
     const text = `${yield* Schema.encodeEffect(RecordJson)(record).pipe(
       Effect.mapError((e) => new StateFailed({ msg: `unencodable state record for ${file}: ${e.message}` }))
     )}\n`
     yield* io("creating", dir, () => fs.mkdir(dir, { recursive: true, mode: 0o700 }))
-    yield* io("writing", tmp, async () => {
-      const h = await fs.open(tmp, "wx", 0o600)
-      try {
-        await h.writeFile(text, "utf8")
-        await h.sync()
-      } finally {
-        await h.close()
-      }
+    // One fsync per record, on the file: a power loss may bring back the previous record (the
+    // runtime re-creates every pod after a reboot anyway), never a torn one.
+    yield* writeFileAtomic(file, text, {
+      mode: 0o600,
+      tmpPrefix: `${record.ifname}${TMP}`,
+      syncDirectory: false
     }).pipe(
-      Effect.andThen(io("renaming", tmp, () => fs.rename(tmp, file))),
-      Effect.onError(() => Effect.ignore(io("removing", tmp, () => fs.rm(tmp, { force: true }))))
+      Effect.mapError((e) => new StateFailed({ msg: `writing ${file}: ${e.message}` })),
+      Effect.provide(fileServices)
     )
-    yield* fsyncDir(dir)
   })
 
 const remove = (stateDir: string, a: Attachment): Effect.Effect<void, StateFailed> =>

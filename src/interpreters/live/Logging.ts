@@ -16,7 +16,12 @@
  */
 import { closeSync, fstatSync, mkdirSync, openSync, renameSync, statSync, writeSync } from "node:fs"
 import { dirname } from "node:path"
-import { Effect, Layer, Logger, type LogLevel, References } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import type * as LogLevel from "effect/LogLevel"
+import * as References from "effect/References"
+import * as Result from "effect/Result"
 // The settings come from the call's config; dispatch owns their shape (type-only: nothing loaded).
 import type { LogSettings } from "../../programs/dispatch.ts"
 
@@ -71,7 +76,7 @@ const rotateIfLarge = (path: string, maxBytes: number) => {
 }
 
 /** Opens (creating 0600, and a missing last directory 0700) the log file, or says why it cannot. */
-const openLogFile = (path: string, maxBytes: number): { sink: Sink } | { error: string } => {
+const openLogFile = (path: string, maxBytes: number): Result.Result<Sink, string> => {
   try {
     // One level only (e.g. /var/log/tenant-routing): `recursive: true` was seen to spin forever
     // under /proc in Node 24, and a deeper missing tree is a typo better reported than created.
@@ -81,9 +86,9 @@ const openLogFile = (path: string, maxBytes: number): { sink: Sink } | { error: 
       // Exists already, or cannot be made: openSync below gives the reason that matters.
     }
     rotateIfLarge(path, maxBytes)
-    return { sink: { fd: openSync(path, "a", 0o600) } }
+    return Result.succeed({ fd: openSync(path, "a", 0o600) })
   } catch (e) {
-    return { error: e instanceof Error ? e.message : String(e) }
+    return Result.fail(e instanceof Error ? e.message : String(e))
   }
 }
 
@@ -101,18 +106,18 @@ export const loggingFor = (settings: LogSettings): Layer.Layer<never> => {
       Effect.sync(() => openLogFile(path, settings.logMaxBytes)),
       (opened) =>
         Effect.sync(() => {
-          if ("sink" in opened && opened.sink.fd !== undefined) {
-            closeSync(opened.sink.fd)
-            opened.sink.fd = undefined
+          if (Result.isSuccess(opened) && opened.success.fd !== undefined) {
+            closeSync(opened.success.fd)
+            opened.success.fd = undefined
           }
         })
     ).pipe(
       Effect.flatMap((opened) =>
-        "sink" in opened
-          ? Effect.succeed(Logger.layer([jsonTo(opened.sink)]))
+        Result.isSuccess(opened)
+          ? Effect.succeed(Logger.layer([jsonTo(opened.success)]))
           : Effect.logWarning("log file unusable, logging to stderr", {
               logFile: path,
-              error: opened.error
+              error: opened.failure
             }).pipe(Effect.provide(Logger.layer([stderrJson])), Effect.as(Logger.layer([stderrJson])))
       )
     )

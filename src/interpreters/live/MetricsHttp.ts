@@ -16,8 +16,11 @@
  * hold the process open after SIGTERM.
  */
 import * as http from "node:http"
-import { Data, Effect, Metric, type Scope } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import { PrometheusMetrics } from "effect/observability"
+import type * as Scope from "effect/Scope"
 import { ready as readyGauge } from "../../programs/agentMetrics.ts"
 
 export class MetricsHttpFailed extends Data.TaggedError("MetricsHttpFailed")<{ readonly msg: string }> {}

@@ -32,7 +32,10 @@
  *   missing is listed with mask = mark, so DEL and GC still clean it up.
  * - Never change these names: upgrades depend on them.
  */
-import { Effect, Option, Result, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import type { Changes, MarkEntry } from "../../domain/datapath/Entries.ts"
 import { isOwnerTag } from "../../domain/datapath/Owner.ts"
 import { canonicalIp, type Family, parseIp } from "../../domain/net/Ip.ts"

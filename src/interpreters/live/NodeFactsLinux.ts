@@ -18,8 +18,12 @@
 import * as NodeChildProcessSpawner from "@effect/platform-node/NodeChildProcessSpawner"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
-import { type Duration, Effect, FileSystem, Layer, Schema } from "effect"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FileSystem from "effect/FileSystem"
+import * as Layer from "effect/Layer"
 import { ChildProcessSpawner } from "effect/process"
+import * as Schema from "effect/Schema"
 import {
   type ChainFact,
   type CommandOutput,

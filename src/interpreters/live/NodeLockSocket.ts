@@ -15,7 +15,10 @@
  * until the timeout.
  */
 import * as net from "node:net"
-import { Duration, Effect, Layer, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import { NetfilterFailed, TryAgainLater } from "../../domain/cni/Errors.ts"
 import { NodeLock } from "../../domain/datapath/NodeLock.ts"
 

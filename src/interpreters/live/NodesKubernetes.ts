@@ -7,7 +7,8 @@
  * exception text, which can quote kubeconfig content or headers.
  */
 import { existsSync } from "node:fs"
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { NodeReadFailed, NodeSource } from "../../domain/install/NodeSource.ts"
 
 const describe = (node: string, e: unknown): string => {

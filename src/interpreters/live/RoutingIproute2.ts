@@ -14,8 +14,10 @@
  *   empty table. `show table all proto P` adds `"table"` and, being filtered by it, omits the protocol.
  * `netns` runs every command as `ip -n NETNS ...` (tests use a throwaway namespace).
  */
-import { Effect, Layer, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { ChildProcessSpawner } from "effect/process"
+import * as Schema from "effect/Schema"
 import { canonicalIp, type Family } from "../../domain/net/Ip.ts"
 import { parseMarkLiteral } from "../../domain/net/Mark.ts"
 import { Routing, RoutingError } from "../../domain/node-setup/Routing.ts"

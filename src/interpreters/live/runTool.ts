@@ -5,8 +5,11 @@
  * callers it means "this backend is not on this node"; a non-zero exit is returned, not raised.
  * At the deadline the child (its whole process group) is killed when the scope closes.
  */
-import { Data, Duration, Effect, Stream } from "effect"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { ChildProcess, type ChildProcessSpawner } from "effect/process"
+import * as Stream from "effect/Stream"
 
 export interface Ran {
   readonly exitCode: number

@@ -5,7 +5,8 @@
  * for a read that never answers, `delay` to order concurrent reads). A 404 is an object not in the
  * cluster.
  */
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { InvalidConfig, TryAgainLater } from "../../domain/cni/Errors.ts"
 import {
   type AnnotationReader,

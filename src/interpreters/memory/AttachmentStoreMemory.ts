@@ -3,7 +3,10 @@
  * holds raw texts in a record's place (an empty or torn file, a foreign document); they are decoded
  * with the same Schema and checks as the files store, so both report unreadable records alike.
  */
-import { Effect, Layer, Result, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { StateFailed } from "../../domain/cni/Errors.ts"
 import { AttachmentRecord } from "../../domain/datapath/AttachmentRecord.ts"
 import { AttachmentStore, type UnreadableRecord } from "../../domain/datapath/AttachmentStore.ts"

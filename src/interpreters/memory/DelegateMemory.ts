@@ -10,7 +10,8 @@
  * fd00:200::/64 when dual-stack), and host-local hands out addresses round-robin from its last
  * reservation where the model takes the lowest free one, which makes reuse frequent.
  */
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { Delegate, type DelegateCall } from "../../domain/cni/Delegate.ts"
 import { DelegateError, DelegateFailed } from "../../domain/cni/Errors.ts"
 import type { FaultPlan } from "./Faults.ts"

@@ -4,7 +4,7 @@
  * step, order concurrent calls, and assert how often each service was used (e.g. "DEL never reads the
  * API").
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 /** `fail`: fails; `hang`: never completes; `delay`: proceeds normally, only late. */
 export type FaultKind = "fail" | "hang" | "delay"

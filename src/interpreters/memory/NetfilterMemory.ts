@@ -3,7 +3,8 @@
  * each `apply` of a family is one counted transaction that either happens whole or not at all (as
  * iptables-restore and nft -f do), and a backend can be made unusable.
  */
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import type { Backend } from "../../domain/cni/Config.ts"
 import { NetfilterFailed } from "../../domain/cni/Errors.ts"
 import { byFamily, type MarkEntry, sameEntry } from "../../domain/datapath/Entries.ts"

@@ -3,7 +3,8 @@
  * main's default-route interfaces, netfilter chains and mark rules, files, and Cilium's status text.
  * Tests mutate a `NodeModel` and read through the layer; `failing` makes a read fail.
  */
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import {
   type CommandOutput,
   type NetfilterInventory,

@@ -3,7 +3,10 @@
  * as concurrent plugin processes do on a node. Like the live lock, a waiter gives up after `timeout`
  * with TryAgainLater (code 11), so laws see the same failure a busy node gives.
  */
-import { Duration, Effect, Layer, Semaphore } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Semaphore from "effect/Semaphore"
 import { TryAgainLater } from "../../domain/cni/Errors.ts"
 import { NodeLock } from "../../domain/datapath/NodeLock.ts"
 

@@ -17,7 +17,10 @@
  * Fault injection: `failAt: n` makes the n-th `apply` call fail without changing anything.
  * `RoutingMemory` (provided alongside `Routing`) exposes the state and the number of apply calls.
  */
-import { Context, Effect, Layer, Ref } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Ref from "effect/Ref"
 import type { Family } from "../../domain/node-setup/NodeSetupConfig.ts"
 import { Routing, RoutingError } from "../../domain/node-setup/Routing.ts"
 import {
