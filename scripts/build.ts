@@ -1,7 +1,7 @@
 /**
  * `npm run build`: the shipped executables, two per architecture (docs/DESIGN.md §7, §8):
  * `dist/tenant-routing` (the full program below: standalone CNI plugin, agent, operator CLI) and
- * `dist/tenant-routing-wrapper`, the Go shim the conflist names (scripts/buildShim.ts), which hands
+ * `dist/tenant-routing-wrapper`, the Go shim the conflist names (shim/build.ts), which hands
  * each call to the agent or execs `tenant-routing`. arm64 files carry an `-arm64` suffix.
  *
  * 1. esbuild bundles bin/tenant-routing.ts and everything it imports (no node_modules at run

@@ -6,7 +6,7 @@
  * stdout, exit codes, state records, kernel entries and log lines must be the same once what differs
  * by nature (container ids, IPs, MACs, veth names, durations, timestamps) is masked.
  *
- * Then the Go shim (shim/main.go, built with scripts/buildShim.ts) end to end: shim → agent; no agent →
+ * Then the Go shim (shim/main.go, built with shim/build.ts) end to end: shim → agent; no agent →
  * the shim runs `tenant-routing` next to it (here a script running the program from source); the agent
  * killed with SIGKILL during a call → the shim answers code 11, and the retried ADD converges.
  *

@@ -1,5 +1,5 @@
 /**
- * The original project's conflist (../shared/origin/README.md) must keep working unchanged apart from
+ * The original project's conflist (the one docs/DESIGN.md §2 shows) must keep working unchanged apart from
  * paths and the next plugin's type (docs/DESIGN.md §2). Here it runs as written — no `backend` (so `auto`),
  * no capability, no tenants, the kubelet's own identity (a client certificate, as kubelet.conf has, which
  * may not read namespaces: the test API server answers 403 there) — with only these changes: the
