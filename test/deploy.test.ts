@@ -117,7 +117,7 @@ describe("deploy manifests", () => {
     assert.include(agent.command, "--metrics-address=127.0.0.1:9465")
     assert.deepStrictEqual(agent.readinessProbe.httpGet, { host: "127.0.0.1", port: 9465, path: "/readyz" })
     assert.deepStrictEqual(agent.livenessProbe.httpGet, { host: "127.0.0.1", port: 9465, path: "/healthz" })
-    assert.strictEqual(agent.resources.limits.memory, "200Mi")
+    assert.strictEqual(agent.resources.limits.memory, "512Mi")
     const hostPaths = Object.fromEntries(
       pod.volumes.filter((v: any) => v.hostPath !== undefined).map((v: any) => [v.name, v.hostPath.path])
     )
