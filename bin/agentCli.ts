@@ -5,11 +5,11 @@
  * started, 2 usage (a bad flag, `--kubeconfig` without a node name, an unusable kubeconfig).
  */
 
-import { Command, Flag } from "effect/cli"
+import { Command } from "effect/cli"
 import * as Effect from "effect/Effect"
 import { DEFAULT_AGENT_SOCKET } from "../src/interpreters/live/AgentServer.ts"
 import type { AgentOptions } from "./agent.ts"
-import { stringFlag, usageError } from "./cliSupport.ts"
+import { optionalString, stringFlag, usageError } from "./cliSupport.ts"
 
 /** Replaceable parts, for tests: the environment (NODE_NAME), and what runs once flags are checked. */
 export interface AgentCliEnv {
@@ -18,9 +18,6 @@ export interface AgentCliEnv {
 }
 
 const NAME = "agent"
-
-const optionalString = (name: string, metavar: string, description: string) =>
-  Flag.String(name).pipe(Flag.withMetavar(metavar), Flag.optional, Flag.withDescription(description))
 
 const HOST_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/
 const IPV6 = /^[0-9A-Fa-f:.]+$/

@@ -58,6 +58,10 @@ export const stringFlag = (name: string, metavar: string, description: string, f
     Flag.withDescription(`${description} (default ${fallback})`)
   )
 
+/** A string flag that may be left out (its value is then `Option.none`). */
+export const optionalString = (name: string, metavar: string, description: string) =>
+  Flag.String(name).pipe(Flag.withMetavar(metavar), Flag.optional, Flag.withDescription(description))
+
 /** Prints `value` as JSON or `text(value)` as text. */
 export const printResult = <A>(json: boolean, value: A, text: (a: A) => string) =>
   printOut(json ? JSON.stringify(value, null, 2) : text(value))

@@ -11,7 +11,7 @@ import type * as Layer from "effect/Layer"
 import type { NodeSource } from "../src/domain/install/NodeSource.ts"
 import * as NodesKubernetes from "../src/interpreters/live/NodesKubernetes.ts"
 import { formatInstall, INSTALL_DEFAULTS, install, SHIM_NAME } from "../src/programs/install.ts"
-import { CliExit, jsonFlag, printResult, stringFlag, usageError } from "./cliSupport.ts"
+import { CliExit, jsonFlag, optionalString, printResult, stringFlag, usageError } from "./cliSupport.ts"
 
 /** Replaceable parts, for tests: where the node's pod CIDRs come from, the environment. */
 export interface InstallCliEnv {
@@ -21,8 +21,24 @@ export interface InstallCliEnv {
 
 const NAME = "install"
 
-const optionalString = (name: string, metavar: string, description: string) =>
-  Flag.String(name).pipe(Flag.withMetavar(metavar), Flag.optional, Flag.withDescription(description))
+/** Where on the host install writes, and so where uninstall removes: one set of flags for both. */
+export const nodePathFlags = {
+  hostRoot: stringFlag("host-root", "DIR", "where the host filesystem is mounted", INSTALL_DEFAULTS.hostRoot),
+  cniBinDir: stringFlag("cni-bin-dir", "DIR", "host CNI bin dir", INSTALL_DEFAULTS.cniBinDir),
+  cniConfDir: stringFlag("cni-conf-dir", "DIR", "host CNI config dir", INSTALL_DEFAULTS.cniConfDir),
+  conflistName: stringFlag(
+    "conflist-name",
+    "NAME",
+    "file name of the conflist",
+    INSTALL_DEFAULTS.conflistName
+  ),
+  credentialsDir: stringFlag(
+    "credentials-dir",
+    "DIR",
+    "host dir of the plugin's kubeconfig, token and CA",
+    INSTALL_DEFAULTS.credentialsDir
+  )
+}
 
 export const installCommand = (env: InstallCliEnv) =>
   Command.make(
@@ -35,26 +51,7 @@ export const installCommand = (env: InstallCliEnv) =>
           'conflist template, JSON with "__POD_CIDR__" / "__POD_CIDR_RANGES__" placeholders (required)'
         )
       ),
-      hostRoot: stringFlag(
-        "host-root",
-        "DIR",
-        "where the host filesystem is mounted",
-        INSTALL_DEFAULTS.hostRoot
-      ),
-      cniBinDir: stringFlag("cni-bin-dir", "DIR", "host CNI bin dir", INSTALL_DEFAULTS.cniBinDir),
-      cniConfDir: stringFlag("cni-conf-dir", "DIR", "host CNI config dir", INSTALL_DEFAULTS.cniConfDir),
-      conflistName: stringFlag(
-        "conflist-name",
-        "NAME",
-        "file name of the conflist",
-        INSTALL_DEFAULTS.conflistName
-      ),
-      credentialsDir: stringFlag(
-        "credentials-dir",
-        "DIR",
-        "host dir for the plugin's kubeconfig, token and CA",
-        INSTALL_DEFAULTS.credentialsDir
-      ),
+      ...nodePathFlags,
       kubeconfig: optionalString(
         "kubeconfig",
         "FILE",

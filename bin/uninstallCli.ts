@@ -19,9 +19,9 @@ import type { Routing } from "../src/domain/node-setup/Routing.ts"
 import * as AttachmentStoreFiles from "../src/interpreters/live/AttachmentStoreFiles.ts"
 import * as RoutingIproute2 from "../src/interpreters/live/RoutingIproute2.ts"
 import { describeFileError } from "../src/programs/fileError.ts"
-import { INSTALL_DEFAULTS } from "../src/programs/install.ts"
 import { formatUninstall, UNINSTALL_DEFAULTS, uninstall } from "../src/programs/uninstall.ts"
 import { CliExit, jsonFlag, printResult, stringFlag, switchFlag, usageError } from "./cliSupport.ts"
+import { nodePathFlags } from "./installCli.ts"
 
 /** Replaceable parts, for tests. */
 export interface UninstallCliEnv {
@@ -35,26 +35,7 @@ export const uninstallCommand = (env: UninstallCliEnv) =>
   Command.make(
     NAME,
     {
-      hostRoot: stringFlag(
-        "host-root",
-        "DIR",
-        "where the host filesystem is mounted",
-        INSTALL_DEFAULTS.hostRoot
-      ),
-      cniBinDir: stringFlag("cni-bin-dir", "DIR", "host CNI bin dir", INSTALL_DEFAULTS.cniBinDir),
-      cniConfDir: stringFlag("cni-conf-dir", "DIR", "host CNI config dir", INSTALL_DEFAULTS.cniConfDir),
-      conflistName: stringFlag(
-        "conflist-name",
-        "NAME",
-        "file name of the conflist install wrote",
-        INSTALL_DEFAULTS.conflistName
-      ),
-      credentialsDir: stringFlag(
-        "credentials-dir",
-        "DIR",
-        "host dir of the plugin's kubeconfig, token and CA",
-        INSTALL_DEFAULTS.credentialsDir
-      ),
+      ...nodePathFlags,
       stateDir: stringFlag(
         "state-dir",
         "DIR",

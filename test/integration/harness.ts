@@ -38,7 +38,7 @@ export type Backend = "iptables" | "nftables"
 // Prerequisites
 
 /** CI sets TRW_REQUIRE_INTEGRATION=1: a missing prerequisite is then a failure, not a skip. */
-export const integrationRequired = process.env.TRW_REQUIRE_INTEGRATION === "1"
+export { integrationRequired } from "../support/liveGate.ts"
 
 // ---------------------------------------------------------------------------------------------------
 // The executable

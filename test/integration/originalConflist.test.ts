@@ -20,11 +20,11 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { CniRuntime, type Conflist } from "../sim/cniRuntime.ts"
 import { ip, randomPrefix } from "../sim/netns.ts"
 import { DEFAULT_TENANT_ROUTES, type KubeApi, type Pod, Topology } from "../sim/topology.ts"
+import { skipLive } from "../support/liveGate.ts"
 import {
   ANNOTATION,
   entriesOf,
   installPlugin,
-  integrationRequired,
   leases,
   median,
   missingPrerequisites,
@@ -86,15 +86,7 @@ const loggedDuration = (stderr: string): number | undefined => {
 const missing = missingPrerequisites()
 const title = "the original conflist, unchanged apart from paths and the next plugin"
 
-if (missing.length > 0 && integrationRequired) {
-  describe(title, () => {
-    it("has what the integration suite needs (TRW_REQUIRE_INTEGRATION=1 forbids skipping)", () => {
-      assert.fail(`missing: ${missing.join(", ")}`)
-    })
-  })
-}
-
-describe.skipIf(missing.length > 0)(title, () => {
+describe.skipIf(skipLive(title, missing))(title, () => {
   let topo: Topology | undefined
   let api: KubeApi | undefined
   let runtime: CniRuntime

@@ -11,20 +11,13 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { CniRuntime } from "../sim/cniRuntime.ts"
 import { ip, listNetns, mustIn, randomPrefix } from "../sim/netns.ts"
 import { type Pod, SERVICE_V4, SERVICE_V6, Topology } from "../sim/topology.ts"
-import { integrationRequired, leases, missingPrerequisites, SYSTEM_CNI } from "./harness.ts"
+import { skipLive } from "../support/liveGate.ts"
+import { leases, missingPrerequisites, SYSTEM_CNI } from "./harness.ts"
 
 const missing = missingPrerequisites()
 const title = "the simulated node (bare ptp + host-local, marks set by hand)"
 
-if (missing.length > 0 && integrationRequired) {
-  describe(title, () => {
-    it("has what the integration suite needs (TRW_REQUIRE_INTEGRATION=1 forbids skipping)", () => {
-      assert.fail(`missing: ${missing.join(", ")}`)
-    })
-  })
-}
-
-describe.skipIf(missing.length > 0)(title, () => {
+describe.skipIf(skipLive(title, missing))(title, () => {
   let topo: Topology | undefined
   let runtime: CniRuntime
   let dataDir = ""

@@ -29,13 +29,13 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { CniRuntime, type Conflist } from "../sim/cniRuntime.ts"
 import { execIn, randomPrefix, removePath, tempDir } from "../sim/netns.ts"
 import { type KubeApi, type Pod, Topology } from "../sim/topology.ts"
+import { skipLive } from "../support/liveGate.ts"
 import {
   ANNOTATION,
   type Backend,
   entriesOf,
   type InstalledPlugin,
   installPlugin,
-  integrationRequired,
   leases,
   logLines,
   median,
@@ -91,16 +91,7 @@ interface CycleTiming {
 const soakSuite = (backend: Backend): void => {
   const missing = missingPrerequisites()
   const title = `soak of the built executable, backend ${backend}`
-  if (missing.length > 0 && integrationRequired) {
-    describe(title, () => {
-      it("has what the soak needs (TRW_REQUIRE_INTEGRATION=1 forbids skipping)", () => {
-        assert.fail(`missing: ${missing.join(", ")}`)
-      })
-    })
-    return
-  }
-
-  describe.skipIf(missing.length > 0)(title, () => {
+  describe.skipIf(skipLive(title, missing))(title, () => {
     let topo: Topology | undefined
     let api: KubeApi | undefined
     let plugin: InstalledPlugin = { argv: [], cniPath: [], commands: {} }

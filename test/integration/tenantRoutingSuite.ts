@@ -31,6 +31,7 @@ import {
   SERVICE_V6,
   Topology
 } from "../sim/topology.ts"
+import { skipLive } from "../support/liveGate.ts"
 import {
   ANNOTATION,
   type Backend,
@@ -38,7 +39,6 @@ import {
   entriesOf,
   type InstalledPlugin,
   installPlugin,
-  integrationRequired,
   iptablesState,
   leases,
   logLines,
@@ -156,16 +156,7 @@ const errorText = (pod: Pod) =>
 export const tenantRoutingSuite = (backend: Backend): void => {
   const missing = missingPrerequisites()
   const title = `tenant routing through the built executable, backend ${backend}`
-  if (missing.length > 0 && integrationRequired) {
-    describe(title, () => {
-      it("has what the integration suite needs (TRW_REQUIRE_INTEGRATION=1 forbids skipping)", () => {
-        assert.fail(`missing: ${missing.join(", ")}`)
-      })
-    })
-    return
-  }
-
-  describe.skipIf(missing.length > 0)(title, () => {
+  describe.skipIf(skipLive(title, missing))(title, () => {
     let topo: Topology | undefined
     let api: KubeApi | undefined
     let plugin: InstalledPlugin = { argv: [], cniPath: [], commands: {} }
