@@ -68,6 +68,8 @@ const badEnvArb: fc.Arbitrary<Record<string, string>> = fc.oneof(
   fc.constant({ CNI_IFNAME: "eth/0" }),
   fc.constant({ CNI_IFNAME: ".." }),
   fc.constant({ CNI_NETNS: "" }),
+  fc.constant({ CNI_NETNS: "$(touch /tmp/canary)" }),
+  fc.constant({ CNI_NETNS: "var/run/netns/relative" }),
   fc.constant({ CNI_PATH: "" }),
   fc.constant({ CNI_ARGS: "K8S_POD_NAMESPACE" }),
   fc.constant({ CNI_ARGS: "K8S_POD_NAMESPACE=Bad_NS;K8S_POD_NAME=p" }),

@@ -84,6 +84,10 @@ export const decodeEnv = (
       })
     // DEL may come after the netns is gone (CNI spec: "may be omitted"); ADD and CHECK need it.
     if (command !== "DEL" && netns === "") issues.push({ path: "CNI_NETNS", message: "is required" })
+    // A path to a network namespace (e.g. /var/run/netns/cni-…, /proc/<pid>/ns/net): the delegate
+    // gets it as is, so anything but an absolute path is refused before it runs.
+    if (netns !== "" && !(netns.startsWith("/") && !netns.includes("\0") && netns.length <= 4096))
+      issues.push({ path: "CNI_NETNS", message: "must be an absolute path" })
   }
   if (command !== "VERSION" && command !== "" && (env.CNI_PATH ?? "") === "") {
     issues.push({ path: "CNI_PATH", message: "is required" })
