@@ -21,6 +21,7 @@ import { format } from "node:util"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -67,25 +68,38 @@ const exitSoon = Effect.sync(() => {
   setTimeout(() => process.exit(process.exitCode ?? 0), 250).unref()
 })
 
-/** Resolves with the first SIGTERM/SIGINT; later ones are ignored while stopping. */
-const stopSignal = Effect.callback<NodeJS.Signals>((resume) => {
-  let stopping = false
-  const on = (signal: NodeJS.Signals) => {
-    if (stopping) return
-    stopping = true
-    guard = setTimeout(() => {
-      process.stderr.write(`tenant-routing agent: not stopped ${STOP_GUARD_MS} ms after ${signal}; exiting\n`)
-      process.exit(1)
-    }, STOP_GUARD_MS).unref()
-    resume(Effect.succeed(signal))
+/**
+ * Listens for SIGTERM/SIGINT from the moment it runs until the scope closes, and returns the wait for
+ * the first one (later ones are ignored while stopping). It runs before anything else, so a signal
+ * that arrives while the agent starts is a clean stop once it has started, never Node's default
+ * action (death without removing the socket).
+ */
+const listenForStop: Effect.Effect<Effect.Effect<NodeJS.Signals>, never, Scope.Scope> = Effect.gen(
+  function* () {
+    const first = yield* Deferred.make<NodeJS.Signals>()
+    const on = (signal: NodeJS.Signals) => {
+      if (!Deferred.doneUnsafe(first, Effect.succeed(signal))) return
+      guard = setTimeout(() => {
+        process.stderr.write(
+          `tenant-routing agent: not stopped ${STOP_GUARD_MS} ms after ${signal}; exiting\n`
+        )
+        process.exit(1)
+      }, STOP_GUARD_MS).unref()
+    }
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        process.on("SIGTERM", on)
+        process.on("SIGINT", on)
+      }),
+      () =>
+        Effect.sync(() => {
+          process.off("SIGTERM", on)
+          process.off("SIGINT", on)
+        })
+    )
+    return Deferred.await(first)
   }
-  process.on("SIGTERM", on)
-  process.on("SIGINT", on)
-  return Effect.sync(() => {
-    process.off("SIGTERM", on)
-    process.off("SIGINT", on)
-  })
-})
+)
 
 const messageOf = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
@@ -97,6 +111,7 @@ const messageOf = (cause: Cause.Cause<unknown>): string => {
 /** The agent, from start to stop; fails only with the CLI's exit (1 not started, 2 usage). */
 const agent = (options: AgentOptions): Effect.Effect<void, CliExit, Scope.Scope> =>
   Effect.gen(function* () {
+    const stopSignal = yield* listenForStop
     if (options.kubeconfig !== undefined) {
       const kubeconfig = options.kubeconfig
       const checked = yield* Effect.exit(

@@ -28,7 +28,7 @@ import {
   MAX_FRAME_BYTES
 } from "../src/interpreters/live/AgentServer.ts"
 import * as MetricsHttp from "../src/interpreters/live/MetricsHttp.ts"
-import { type CacheView, cacheSettled, codeOf } from "../src/programs/agentMetrics.ts"
+import { codeOf } from "../src/programs/agentMetrics.ts"
 import { runCni } from "../src/programs/dispatch.ts"
 import { removePath, tempDir } from "./sim/netns.ts"
 import {
@@ -360,6 +360,18 @@ describe("agent process (tenant-routing agent)", () => {
     assert.strictEqual((await next.exited).code, 0)
   }, 120_000)
 
+  it("SIGTERM while the agent is still starting: it starts, then stops cleanly (exit 0, socket removed)", async () => {
+    const path = join(freshDir(), "agent.sock")
+    const a = start(["--socket", path, "--metrics-address", "127.0.0.1:0"])
+    // The metrics endpoint is up before the socket: signal in between, as a fast rollout may.
+    while (!a.stderr().includes('"agent metrics listening"') && a.child.exitCode === null)
+      await new Promise((r) => setTimeout(r, 1))
+    a.child.kill("SIGTERM")
+    assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
+    assert.isFalse(existsSync(path))
+    assert.match(a.stderr(), /"agent stopped"/)
+  }, 120_000)
+
   it("SIGTERM: the agent removes its socket and exits 0", async () => {
     const path = join(freshDir(), "agent.sock")
     const a = start(["--socket", path])
@@ -626,28 +638,6 @@ describe("agent HTTP endpoints", () => {
 })
 
 describe("agent --kubeconfig: the watch cache behind readiness and metrics", () => {
-  const view = (synced: [boolean, boolean], errors: [string | undefined, string | undefined]): CacheView => ({
-    synced: () => ({ pods: synced[0], namespaces: synced[1] }),
-    counts: () => ({ pods: 0, namespaces: 0 }),
-    lastErrors: () => ({ pods: errors[0], namespaces: errors[1] })
-  })
-
-  it("cacheSettled: ready exactly when each cache is synced or has failed (and so reads directly)", () => {
-    fc.assert(
-      fc.property(
-        fc.tuple(fc.boolean(), fc.boolean()),
-        fc.tuple(
-          fc.option(fc.constantFrom("403", "ECONNREFUSED", "500"), { nil: undefined }),
-          fc.option(fc.constantFrom("403", "ECONNREFUSED"), { nil: undefined })
-        ),
-        (synced, errors) => {
-          const expected = (synced[0] || errors[0] !== undefined) && (synced[1] || errors[1] !== undefined)
-          assert.strictEqual(cacheSettled(view(synced, errors)), expected)
-        }
-      )
-    )
-  })
-
   const readyz = async (port: number) => (await httpGet(port, "/readyz")).status
   const waitReady = async (port: number) => {
     while ((await readyz(port)) !== 200) await new Promise((r) => setTimeout(r, 50))
@@ -668,7 +658,7 @@ describe("agent --kubeconfig: the watch cache behind readiness and metrics", () 
     const kubeconfig = join(dir, "kubeconfig")
     server.writeKubeconfig(kubeconfig)
     // The first pod list is held: the cache cannot have synced while it is.
-    server.setFault({ kind: "delay", ms: 30_000, resource: "pods", verb: "list", times: 1 })
+    server.setFault({ kind: "delay", ms: 10_000, resource: "pods", verb: "list", times: 1 })
     const a = startAgent([
       "--socket",
       join(dir, "agent.sock"),
@@ -687,9 +677,9 @@ describe("agent --kubeconfig: the watch cache behind readiness and metrics", () 
         sample((await httpGet(port, "/metrics")).body, 'tenant_routing_agent_cache_synced{resource="pods"}'),
         0
       )
-      // Ready also when a cache failed once (its reads then go to the API), and an informer that
-      // re-lists (a watch ended) is unsynced for a moment: judge the synced state the cache settles
-      // in, retrying the whole observation until it holds or 30 s have passed.
+      // An informer that reopens a watch (client-node ends a quiet one after 30 s) is unsynced for a
+      // moment: judge the synced state the cache settles in, retrying the whole observation until it
+      // holds or 30 s past the held list. Readiness does not flap with it (cacheSettled).
       const settled = async () => {
         const body = (await httpGet(port, "/metrics")).body
         assert.strictEqual(sample(body, 'tenant_routing_agent_cache_synced{resource="pods"}'), 1)
@@ -703,7 +693,7 @@ describe("agent --kubeconfig: the watch cache behind readiness and metrics", () 
         assert.strictEqual(sample(body, "tenant_routing_agent_ready"), 1)
         assert.strictEqual(await readyz(port), 200)
       }
-      const until = Date.now() + 30_000
+      const until = Date.now() + 35_000
       for (;;) {
         try {
           await settled()

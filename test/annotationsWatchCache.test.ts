@@ -301,6 +301,37 @@ describe("AnnotationsWatchCache", () => {
   )
 
   it.live(
+    "settled is false while a first list is held, true once synced, and stays true while a watch is reopened",
+    () =>
+      Effect.gen(function* () {
+        yield* setup(base)
+        server.setFault({ kind: "delay", ms: 1000, resource: "namespaces", verb: "list", times: 1 })
+        const { status } = yield* cache
+        yield* waitFor("pods synced", () => status.synced().pods)
+        assert.deepStrictEqual(status.settled(), { pods: true, namespaces: false })
+        yield* synced(status)
+        assert.deepStrictEqual(status.settled(), { pods: true, namespaces: true })
+        // Ended streams that cannot be reopened for a while: unsynced, still settled.
+        server.setFault({ kind: "status", code: 503, resource: "namespaces", verb: "watch" })
+        server.closeWatches("namespaces")
+        yield* waitFor("namespaces stopped", () => status.lastErrors().namespaces === "HTTP 503")
+        assert.isFalse(status.synced().namespaces)
+        assert.deepStrictEqual(status.settled(), { pods: true, namespaces: true })
+      })
+  )
+
+  it.live("settled is true after a first attempt that failed (403 on LIST): its reads go directly", () =>
+    Effect.gen(function* () {
+      yield* setup(base)
+      server.setForbid("pods", ["list", "watch"])
+      const { status } = yield* cache
+      yield* waitFor("pods refused", () => status.lastErrors().pods === "HTTP 403")
+      assert.isFalse(status.synced().pods)
+      assert.isTrue(status.settled().pods)
+    })
+  )
+
+  it.live(
     "403 on every namespace verb: namespace reads fail with ApiForbidden, as the direct reader's do",
     () =>
       Effect.gen(function* () {

@@ -121,7 +121,7 @@ export const refreshEntries: Effect.Effect<void, never, Netfilter> = Effect.gen(
 export interface CacheView {
   readonly synced: () => { readonly pods: boolean; readonly namespaces: boolean }
   readonly counts: () => { readonly pods: number; readonly namespaces: number }
-  readonly lastErrors: () => { readonly pods: string | undefined; readonly namespaces: string | undefined }
+  readonly settled: () => { readonly pods: boolean; readonly namespaces: boolean }
 }
 
 const RESOURCES = ["pods", "namespaces"] as const
@@ -138,12 +138,12 @@ export const refreshCache = (cache: CacheView): Effect.Effect<void> =>
   })
 
 /**
- * Whether calls can resolve their tenant: each cache is synced, or has failed at least once, in which
- * case its reads go directly to the API server (the cache's fallback) — the same as without a cache.
- * Only a cache still making its first attempt holds readiness back.
+ * Whether calls can resolve their tenant: each cache has synced once, or has failed at least once, in
+ * which case its reads go directly to the API server (the cache's fallback) — the same as without a
+ * cache. Only a cache still making its first attempt holds readiness back; a cache that is unsynced
+ * later (a watch reopened) reads directly meanwhile, so readiness does not flap with it.
  */
 export const cacheSettled = (cache: CacheView): boolean => {
-  const synced = cache.synced()
-  const errors = cache.lastErrors()
-  return RESOURCES.every((r) => synced[r] || errors[r] !== undefined)
+  const settled = cache.settled()
+  return RESOURCES.every((r) => settled[r])
 }

@@ -97,6 +97,12 @@ export class WatchCacheStatus extends Context.Service<
     readonly resourceVersions: () => CacheFacts<string>
     /** Why each cache last stopped (an HTTP status or error code, never a message); cleared once synced. */
     readonly lastErrors: () => CacheFacts<string | undefined>
+    /**
+     * Whether each cache has finished its first attempt: synced once, or failed once. It never goes
+     * back: a stream that ends later (client-node reopens a quiet one every 30 s) only sends reads
+     * directly for a moment, which is what they do without a cache.
+     */
+    readonly settled: () => CacheFacts<boolean>
   }
 >()("tenant-routing/WatchCacheStatus") {}
 
@@ -152,6 +158,7 @@ interface Mirror {
   readonly count: () => number
   readonly resourceVersion: () => string
   readonly lastError: () => string | undefined
+  readonly settled: () => boolean
 }
 
 interface MirrorSpec {
@@ -172,6 +179,7 @@ const mirror = (
   Effect.gen(function* () {
     let informer: ListWatch<Slim> | undefined
     let streaming = false
+    let settled = false
     let closed = false
     let failures = 0
     let lastError: string | undefined
@@ -184,6 +192,7 @@ const mirror = (
       streaming = false
       if (closed) return
       lastError = describe(error)
+      settled = true
       Queue.offerUnsafe(stops, error)
     }
 
@@ -257,6 +266,7 @@ const mirror = (
           if (closed) controller.abort()
           else if (!ended) {
             streaming = true
+            settled = true
             failures = 0
             lastError = undefined
           }
@@ -294,6 +304,7 @@ const mirror = (
           lw = build(client, kc)
         } catch (error) {
           lastError = `kubeconfig: ${describe(error)}`
+          settled = true
           yield* Effect.sleep(Duration.millis(backoff(failures++)))
         }
       }
@@ -325,7 +336,8 @@ const mirror = (
       synced: () => streaming,
       count: () => informer?.list().length ?? 0,
       resourceVersion: () => informer?.latestResourceVersion() ?? "",
-      lastError: () => lastError
+      lastError: () => lastError,
+      settled: () => settled
     } satisfies Mirror
   })
 
@@ -378,7 +390,8 @@ export const layerOver = (
         synced: () => both((m) => m.synced()),
         counts: () => both((m) => m.count()),
         resourceVersions: () => both((m) => m.resourceVersion()),
-        lastErrors: () => both((m) => m.lastError())
+        lastErrors: () => both((m) => m.lastError()),
+        settled: () => both((m) => m.settled())
       })
       return Context.make(AnnotationSource, source).pipe(Context.add(WatchCacheStatus, status))
     })
