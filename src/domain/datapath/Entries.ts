@@ -30,6 +30,14 @@ export const sameEntry = (a: MarkEntry, b: MarkEntry): boolean =>
 
 const has = (list: ReadonlyArray<MarkEntry>, e: MarkEntry) => list.some((x) => sameEntry(x, e))
 
+/**
+ * Equal exactly when `sameEntry` holds (no field holds a newline). Whole listings are compared
+ * through sets of these: a node holds thousands of entries, and a pairwise comparison of two
+ * listings cost 0.3 s at 5000.
+ */
+const keyOf = (e: MarkEntry): string => `${e.ip}\n${e.mark}\n${e.mask}\n${e.owner}`
+const keysOf = (list: ReadonlyArray<MarkEntry>): Set<string> => new Set(list.map(keyOf))
+
 /** The entries a pod with these IPs and this tenant (or none) should carry. */
 export const desiredEntries = (
   owner: string,
@@ -104,15 +112,25 @@ const canonicalEntry = (e: MarkEntry): MarkEntry => ({ ...e, ip: canonicalIp(e.i
  * (Committer.ts) runs one call's plan after another over this, without touching the kernel.
  */
 export const applyChanges = (current: ReadonlyArray<MarkEntry>, c: Changes): ReadonlyArray<MarkEntry> => {
-  const remove = c.remove.map(canonicalEntry)
-  const kept = current.filter((e) => !has(remove, e))
+  const removed = keysOf(c.remove.map(canonicalEntry))
+  const kept = current.filter((e) => !removed.has(keyOf(e)))
+  const present = keysOf(kept)
   const added: Array<MarkEntry> = []
-  for (const e of c.add.map(canonicalEntry)) if (!has(kept, e) && !has(added, e)) added.push(e)
+  for (const e of c.add.map(canonicalEntry)) {
+    const key = keyOf(e)
+    if (present.has(key)) continue
+    present.add(key)
+    added.push(e)
+  }
   return [...kept, ...added]
 }
 
 /** The smallest change taking `before` to `after` (one transaction for a whole group of calls). */
-export const diff = (before: ReadonlyArray<MarkEntry>, after: ReadonlyArray<MarkEntry>): Changes => ({
-  remove: before.filter((e) => !has(after, e)),
-  add: after.filter((e) => !has(before, e))
-})
+export const diff = (before: ReadonlyArray<MarkEntry>, after: ReadonlyArray<MarkEntry>): Changes => {
+  const inBefore = keysOf(before)
+  const inAfter = keysOf(after)
+  return {
+    remove: before.filter((e) => !inAfter.has(keyOf(e))),
+    add: after.filter((e) => !inBefore.has(keyOf(e)))
+  }
+}
