@@ -144,7 +144,8 @@ const agent = (options: AgentOptions): Effect.Effect<void, CliExit, Scope.Scope>
         ready,
         beforeScrape: Effect.all([
           metrics.refreshEntries.pipe(Effect.provide(NetfilterLive.layer())),
-          cache === undefined ? Effect.void : metrics.refreshCache(cache)
+          cache === undefined ? Effect.void : metrics.refreshCache(cache),
+          Effect.suspend(() => metrics.refreshMemory(process.memoryUsage()))
         ])
       }).pipe(Effect.mapError((e) => failed(NAME, `not started: ${e.msg}`)))
       yield* Effect.logInfo("agent metrics listening", { host: bound.host, port: bound.port })

@@ -9,7 +9,7 @@
  * whose counters are exactly the calls made.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
@@ -573,7 +573,7 @@ describe("agent HTTP endpoints", () => {
       assert.strictEqual(codeOf(1, stdout), 999, String(stdout))
   })
 
-  it("the agent process: /healthz and /readyz 200 once ready; /metrics counts exactly the calls made, by verb, outcome and code", async () => {
+  it("the agent process: /healthz and /readyz 200 once ready; /metrics counts exactly the calls made, by verb, outcome and code, and shows the process's own memory", async () => {
     const path = join(freshDir(), "agent.sock")
     const a = startAgent(["--socket", path, "--metrics-address", "127.0.0.1:0"])
     try {
@@ -625,6 +625,18 @@ describe("agent HTTP endpoints", () => {
         2
       )
       assert.strictEqual(sample(metrics.body, "tenant_routing_agent_ready"), 1)
+      // The memory gauges are this process's: its resident size as the kernel counts it, and a heap
+      // whose live part fits in its reservation, which fits in the resident size.
+      const vmRss =
+        Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${a.child.pid}/status`, "utf8"))?.[1]) * 1024
+      const memory = (kind: string) =>
+        sample(metrics.body, `tenant_routing_agent_memory_bytes{kind="${kind}"}`) ?? Number.NaN
+      assert.isAbove(memory("rss"), vmRss * 0.8)
+      assert.isBelow(memory("rss"), vmRss * 1.25)
+      assert.isAbove(memory("heap_used"), 0)
+      assert.isAtMost(memory("heap_used"), memory("heap_total"))
+      assert.isBelow(memory("heap_total"), memory("rss"))
+      assert.isAbove(memory("external"), 0)
       a.child.kill("SIGTERM")
       assert.deepStrictEqual(await a.exited, { code: 0, signal: null })
       await fetch(`http://127.0.0.1:${port}/healthz`).then(

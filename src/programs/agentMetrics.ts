@@ -14,6 +14,10 @@
  * - `tenant_routing_agent_cache_synced{resource}` (0/1) and `tenant_routing_agent_cache_objects{resource}`:
  *   the watch cache, when `--kubeconfig` is given.
  * - `tenant_routing_agent_ready` (0/1): what `/readyz` answers.
+ * - `tenant_routing_agent_memory_bytes{kind}`: the process's memory at the scrape, by kind: `rss`
+ *   (resident), `heap_used` and `heap_total` (the JS heap's live objects and what it holds reserved),
+ *   `external` (buffers outside the heap). Resident memory growing while `heap_used` stays flat is
+ *   the allocator or the heap's reservation, not objects the agent keeps (BENCHMARKS.md).
  *
  * Verb and code come from the call's env and answer only (bounded sets), never from pod names.
  */
@@ -60,6 +64,31 @@ export const cacheObjects = Metric.gauge("tenant_routing_agent_cache_objects", {
 export const ready = Metric.gauge("tenant_routing_agent_ready", {
   description: "1 when the agent serves its socket and its annotation source is usable (/readyz)"
 })
+
+export const memoryBytes = Metric.gauge("tenant_routing_agent_memory_bytes", {
+  description: "the agent's memory by kind: rss, heap_used, heap_total (reserved by the JS heap), external"
+})
+
+/** The process's memory, in bytes (the fields of Node's `process.memoryUsage()` the gauge shows). */
+export interface MemoryFigures {
+  readonly rss: number
+  readonly heapUsed: number
+  readonly heapTotal: number
+  readonly external: number
+}
+
+/** Sets `memoryBytes` from one reading. */
+export const refreshMemory = (m: MemoryFigures): Effect.Effect<void> =>
+  Effect.forEach(
+    [
+      ["rss", m.rss],
+      ["heap_used", m.heapUsed],
+      ["heap_total", m.heapTotal],
+      ["external", m.external]
+    ] as const,
+    ([kind, bytes]) => Metric.update(Metric.withAttributes(memoryBytes, { kind }), bytes),
+    { discard: true }
+  )
 
 /** The CNI code of an answer: 0 when it succeeded, else its `code` (999 if it has none). */
 export const codeOf = (exitCode: number, stdout: string | undefined): number => {
