@@ -16,7 +16,7 @@ import type { Backend } from "../src/domain/cni/Config.ts"
 import type { MarkEntry } from "../src/domain/datapath/Entries.ts"
 import { Netfilter } from "../src/domain/datapath/Netfilter.ts"
 import * as Ipt from "../src/interpreters/live/NetfilterIptables.ts"
-import { layer, type NetfilterLiveOptions } from "../src/interpreters/live/NetfilterLive.ts"
+import { generationPath, layer, type NetfilterLiveOptions } from "../src/interpreters/live/NetfilterLive.ts"
 import * as Nft from "../src/interpreters/live/NetfilterNftables.ts"
 import { assertEntries, entry, netfilterContract, reset } from "./conformance/netfilterContract.ts"
 import { missingOf, skipLive } from "./support/liveGate.ts"
@@ -450,6 +450,20 @@ describe.skipIf(!canRun)("live nftables backend", () => {
 
 describe.skipIf(!canRun)("live views kept between calls", () => {
   const net = useNetns("view")
+
+  it("each network namespace has its own generation file: a change in one leaves the other's view valid", () => {
+    // The path a process computes, asked of a process in this netns and of one in the test's own.
+    const script = `import { generationPath } from ${JSON.stringify(join(import.meta.dirname, "../src/interpreters/live/NetfilterLive.ts"))}; process.stdout.write(String(generationPath("/g", "nftables", false)))`
+    const pathIn = (prefix: ReadonlyArray<string>) =>
+      run([...prefix, process.execPath, "--input-type=module", "-e", script])
+    const here = pathIn([])
+    const there = pathIn(["ip", "netns", "exec", net.ns])
+    assert.match(here, /^\/g\/netfilter-nftables-netns\d+\.generation$/)
+    assert.match(there, /^\/g\/netfilter-nftables-netns\d+\.generation$/)
+    assert.notStrictEqual(here, there)
+    // With a prefix the tools run elsewhere: the caller's directory is that namespace's own.
+    assert.strictEqual(generationPath("/g", "iptables", true), "/g/netfilter-iptables.generation")
+  })
 
   for (const backend of ["iptables", "nftables"] as const satisfies ReadonlyArray<Backend>) {
     it.effect(`${backend}: a view is kept across calls until another instance changes the backend`, () =>

@@ -20,7 +20,8 @@
  * the entries on the node. So each backend keeps its last state, and after a successful apply the
  * state it led to (computed purely, `evolve`; a transaction creating nft structure drops the view,
  * since the kernel chooses the new rule's handle). The view is valid while the backend's generation
- * file (`<generationDir>/netfilter-<backend>.generation`) holds the token it was taken under: every
+ * file (`<generationDir>/netfilter-<backend>-netns<inode>.generation`, one per network namespace,
+ * since each has its own netfilter state) holds the token it was taken under: every
  * apply, by any process running this code (the agent, a standalone call), first replaces the token
  * with a fresh random one, so a view survives exactly as long as nobody else changed the backend
  * through this code. Callers hold NodeLock around every read-then-apply (Netfilter.ts), so tokens
@@ -74,6 +75,21 @@ export interface NetfilterLiveOptions {
    * the same kernel must use the same directory. `null`: keep no view (every list and apply reads).
    */
   readonly generationDir?: string | null
+}
+
+/**
+ * The generation file of `backend` in `dir`. It is named after the network namespace the tools run
+ * in (the inode of its `/proc/<pid>/ns/net`): a change in another namespace (a test's, a benchmark's
+ * second node) must not invalidate this one's view. With a `prefix` the tools run elsewhere and the
+ * caller names a directory of that namespace's own; a namespace that cannot be read gives no view.
+ */
+export const generationPath = (dir: string, backend: Backend, prefixed: boolean): string | undefined => {
+  if (prefixed) return join(dir, `netfilter-${backend}.generation`)
+  try {
+    return join(dir, `netfilter-${backend}-netns${fs.statSync("/proc/self/ns/net").ino}.generation`)
+  } catch {
+    return undefined
+  }
 }
 
 class ToolFailed extends Data.TaggedError("ToolFailed")<{ readonly msg: string }> {}
@@ -238,7 +254,7 @@ export const make = (options: NetfilterLiveOptions = {}) =>
     // --- what both share: the view, transactions, revert and retry -----------------------------------
     const backendOf = <S>(backend: Backend, driver: Driver<S>) => {
       const generation = generationFile(
-        generationDir === null ? undefined : join(generationDir, `netfilter-${backend}.generation`)
+        generationDir === null ? undefined : generationPath(generationDir, backend, prefix.length > 0)
       )
       let view: { readonly token: string; readonly state: S } | undefined
       let transactions = 0
