@@ -18,6 +18,7 @@
  * write, an address in use) exits 1 with the reason on stderr.
  */
 import { format } from "node:util"
+import { getHeapStatistics } from "node:v8"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -176,7 +177,10 @@ const agent = (options: AgentOptions): Effect.Effect<void, CliExit, Scope.Scope>
     ).pipe(Effect.mapError((e) => failed(NAME, `not started: ${e.msg}`)))
     serving = true
     yield* Metric.update(metrics.ready, 1)
-    yield* Effect.logInfo("agent ready", { socket: options.socket, pid: process.pid })
+    // The heap cap the executable started with (scripts/build.ts, HEAP_FLAGS): an operator who raised
+    // it reads here that it took effect.
+    const heapLimitMiB = Math.round(getHeapStatistics().heap_size_limit / 2 ** 20)
+    yield* Effect.logInfo("agent ready", { socket: options.socket, pid: process.pid, heapLimitMiB })
     const signal = yield* stopSignal
     serving = false
     yield* Effect.logInfo("agent stopping", { signal })
