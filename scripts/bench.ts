@@ -361,8 +361,10 @@ const main = async (): Promise<number> => {
     const warm = Math.min(50, Math.floor(cycles / 5))
     await cyclesFrom(0, warm)
     const rssWarm = agent.rssKiB()
+    const anonWarm = agent.anonKiB()
     await cyclesFrom(warm, cycles)
     const rssEnd = agent.rssKiB()
+    const anonEnd = agent.anonKiB()
     loads.push(loadAverage())
     const growth = (rssEnd - rssWarm) / rssWarm
     say(
@@ -371,7 +373,7 @@ const main = async (): Promise<number> => {
     rows.push({
       what: `agent RSS after ${cycles} cycles${api === undefined ? " (no watch cache)" : ", cache 250 pods + 2000 ns"}`,
       target: "≤ 120 MiB, growth ≤ 5%",
-      measured: `${mib(rssEnd)}; ${mib(rssWarm)} after warm-up (${growth >= 0 ? "+" : ""}${(growth * 100).toFixed(1)}%)`,
+      measured: `${mib(rssEnd)}; ${mib(rssWarm)} after warm-up (${growth >= 0 ? "+" : ""}${(growth * 100).toFixed(1)}%); anonymous ${mib(anonWarm)} → ${mib(anonEnd)}`,
       met: rssEnd <= 120 * MiB && growth <= 0.05
     })
 

@@ -200,6 +200,8 @@ export interface RunningAgent extends Spawned {
   readonly socket: string
   /** Its resident memory now, in KiB (VmRSS), from /proc. */
   readonly rssKiB: () => number
+  /** The anonymous part of it (RssAnon: not the executable's file pages, which the page cache shares). */
+  readonly anonKiB: () => number
   /** The CNI calls it has logged (`ADD ok`, `DEL failed`, ...), when calls log to its stderr. */
   readonly calls: () => Readonly<Record<string, number>>
 }
@@ -231,10 +233,14 @@ export const startAgentIn = async (
     }
     await sleep(50)
   }
-  const rssKiB = () => {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${spawned.pid}/status`, "utf8"))
+  const statusKiB = (field: string) => () => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(
+      readFileSync(`/proc/${spawned.pid}/status`, "utf8")
+    )
     return m === null ? Number.NaN : Number(m[1])
   }
+  const rssKiB = statusKiB("VmRSS")
+  const anonKiB = statusKiB("RssAnon")
   const calls = () => {
     const counts: Record<string, number> = {}
     for (const line of spawned.output().stderr.split("\n")) {
@@ -243,7 +249,7 @@ export const startAgentIn = async (
     }
     return counts
   }
-  return { ...spawned, socket, rssKiB, calls }
+  return { ...spawned, socket, rssKiB, anonKiB, calls }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ export interface IptablesState {
   readonly jumpFirst: boolean
   /** How many jumps to TRW-MARK PREROUTING holds (anywhere). */
   readonly jumps: number
-  /** Our rules in chain order, duplicates kept (each needs its own `-D`). */
+  /** Our rules in chain order, duplicates kept (each needs its own `-D`); IPs in canonical text. */
   readonly rules: ReadonlyArray<MarkEntry>
 }
 
@@ -101,17 +101,23 @@ export const parseSave = (family: Family, text: string): IptablesState => {
 }
 
 /**
- * Equal exactly when two rules are the same rule (IPs compared as the kernel prints them). Lists are
- * matched through sets of these: with 5000 rules a pairwise comparison cost a second per call.
+ * Equal exactly when two rules are the same rule, for a rule whose IP is canonical (the state's);
+ * `ruleKey` first makes it so (a change's entries may spell an IPv6 address another way). Lists are
+ * matched through sets of these: with 5000 rules a pairwise comparison cost a second per call, and
+ * canonicalising every rule of the state again a few milliseconds.
  */
-const ruleKey = (e: MarkEntry): string => `${canonicalIp(e.ip)}\n${e.mark}\n${e.mask}\n${e.owner}`
+const canonicalKey = (e: MarkEntry): string => `${e.ip}\n${e.mark}\n${e.mask}\n${e.owner}`
+const ruleKey = (e: MarkEntry): string => canonicalKey({ ...e, ip: canonicalIp(e.ip) })
 
-const dedupe = (entries: ReadonlyArray<MarkEntry>): ReadonlyArray<MarkEntry> => {
+const dedupe = (
+  entries: ReadonlyArray<MarkEntry>,
+  key: (e: MarkEntry) => string = ruleKey
+): ReadonlyArray<MarkEntry> => {
   const seen = new Set<string>()
   return entries.filter((e) => {
-    const key = ruleKey(e)
-    if (seen.has(key)) return false
-    seen.add(key)
+    const k = key(e)
+    if (seen.has(k)) return false
+    seen.add(k)
     return true
   })
 }
@@ -129,12 +135,12 @@ export const ruleSpec = (e: MarkEntry): string =>
 const planBatch = (state: IptablesState, changes: Changes) => {
   const copies = new Map<string, number>()
   for (const r of state.rules) {
-    const key = ruleKey(r)
+    const key = canonicalKey(r)
     copies.set(key, (copies.get(key) ?? 0) + 1)
   }
   const removals = dedupe(changes.remove).filter((e) => copies.has(ruleKey(e)))
   const removed = new Set(removals.map(ruleKey))
-  const remaining = state.rules.filter((r) => !removed.has(ruleKey(r)))
+  const remaining = state.rules.filter((r) => !removed.has(canonicalKey(r)))
   const additions = dedupe(changes.add).filter((e) => removed.has(ruleKey(e)) || !copies.has(ruleKey(e)))
   /** How many times `e` is in the chain (each copy needs its own `-D`). */
   const copiesOf = (e: MarkEntry): number => copies.get(ruleKey(e)) ?? 0
@@ -163,7 +169,7 @@ export const renderBatch = (state: IptablesState, changes: Changes): string | un
 }
 
 /** Our entries as the service lists them (a rule present twice is one entry). */
-export const entriesOf = (state: IptablesState): ReadonlyArray<MarkEntry> => dedupe(state.rules)
+export const entriesOf = (state: IptablesState): ReadonlyArray<MarkEntry> => dedupe(state.rules, canonicalKey)
 
 /** The family's state after the batch for `changes` succeeded (what the next listing would show). */
 export const evolve = (state: IptablesState, changes: Changes): IptablesState => {
